@@ -1,0 +1,237 @@
+"""Settings shared by every environment. Everything that differs between
+development and production comes from the environment (config/env.py)."""
+
+from pathlib import Path
+
+import dj_database_url
+from kombu import Exchange
+from kombu import Queue as KombuQueue
+
+from config.env import env_bool, env_int, env_list, env_str
+from jobs.queues import MAX_PRIORITY, PRIORITY_VALUE, Priority, Queue
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+# Runtime state of the embedded default (SQLite file, filesystem broker,
+# Flower and beat state) lives here, never inside the source tree proper.
+VAR_DIR = Path(env_str("KIT_VAR_DIR", str(BASE_DIR / "var")))
+
+SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+DEBUG = env_bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", [])
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_celery_results",
+    "django_celery_beat",
+    "jobs",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+def _database(url: str) -> dict:
+    # Workers reuse their connection across tasks (CONN_MAX_AGE) instead of
+    # opening one per task, which is what makes the common
+    # django-celery-results setup slow; health checks drop dead ones.
+    config = dj_database_url.parse(
+        url,
+        conn_max_age=env_int("DB_CONN_MAX_AGE", 600),
+        conn_health_checks=True,
+    )
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        Path(config["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+        # Several processes (web, workers, beat) write to one file: WAL lets
+        # readers run beside the writer, IMMEDIATE takes the write lock at
+        # BEGIN so two writers queue instead of failing mid-transaction.
+        config["OPTIONS"] = {
+            "timeout": 30,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    return config
+
+
+DATABASES = {"default": _database(env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"))}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("DJANGO_TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+MEDIA_URL = "media/"
+MEDIA_ROOT = Path(env_str("DJANGO_MEDIA_ROOT", str(VAR_DIR / "media")))
+
+# The JSON API: staff sessions (the admin's login) or per-user tokens.
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "UNAUTHENTICATED_USER": None,
+}
+# A JSON body for enqueueing is small; anything bigger is refused with 413
+# before it is parsed.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", 1024 * 1024)
+
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        # SQL at DEBUG is too loud even when debugging the kit.
+        "django.db.backends": {"level": "INFO"},
+    },
+}
+
+# ---------------------------------------------------------------------------
+# Celery. Read by config/celery_app.py with the CELERY_ namespace.
+# ---------------------------------------------------------------------------
+
+# Embedded default: kombu's filesystem transport, no server to install.
+# Production: amqp://user:password@rabbitmq:5672/vhost
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+BROKER_DIR = VAR_DIR / "broker"
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    # One folder both ways: producers and consumers are separate processes.
+    # kombu does not create them itself.
+    for folder in ("queue", "control"):
+        (BROKER_DIR / folder).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(BROKER_DIR / "queue"),
+        "data_folder_out": str(BROKER_DIR / "queue"),
+        "control_folder": str(BROKER_DIR / "control"),
+        "store_processed": False,
+    }
+else:
+    # Publisher confirms: apply_async returns only once RabbitMQ has the
+    # message, so a job marked QUEUED is really on the broker.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+# Keep retrying the broker at start-up instead of crashing the worker.
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# Results go to django-celery-results' TaskResult table through a subclass of
+# its database backend ("django-db") that writes each state in one upsert and
+# moves the Job row in the same transaction (jobs/backend.py).
+CELERY_RESULT_BACKEND = "jobs.backend:TrackedDatabaseBackend"
+# Task name, worker and argument reprs in TaskResult: same statement, free.
+CELERY_RESULT_EXTENDED = True
+# Celery's built-in cleanup deletes all expired results in one statement;
+# `manage.py prune_jobs` does it in batches instead (scheduled below).
+CELERY_RESULT_EXPIRES = None
+# STARTED is written on the Job row by the task itself (one UPDATE that also
+# counts deliveries); a second write to TaskResult would buy nothing.
+CELERY_TASK_TRACK_STARTED = False
+
+# JSON only: a pickle message published to the queue is refused, never run.
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+
+# At-least-once: the message is acknowledged after the task finishes, and
+# requeued if the worker child dies mid-task (SIGKILL, OOM). Tasks are
+# idempotent and jobs.tasks_base bounds redeliveries (DEAD).
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# With late acks a worker holds one unstarted message per child at most, so a
+# high-priority job is not stuck behind a prefetched backlog.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# On a lost broker connection, unacked messages go back to the queue anyway;
+# stopping the running copies avoids running them twice.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+
+_DEFAULT_EXCHANGE = Exchange("kit", type="direct")
+CELERY_TASK_QUEUES = [
+    KombuQueue(
+        queue.value,
+        _DEFAULT_EXCHANGE,
+        routing_key=queue.value,
+        queue_arguments={"x-max-priority": MAX_PRIORITY},
+    )
+    for queue in Queue
+]
+CELERY_TASK_DEFAULT_QUEUE = Queue.DEFAULT.value
+CELERY_TASK_DEFAULT_EXCHANGE = _DEFAULT_EXCHANGE.name
+CELERY_TASK_DEFAULT_ROUTING_KEY = Queue.DEFAULT.value
+CELERY_TASK_DEFAULT_PRIORITY = PRIORITY_VALUE[Priority.MEDIUM]
+CELERY_TASK_QUEUE_MAX_PRIORITY = MAX_PRIORITY
+
+# Events feed Flower's live view of workers and tasks.
+CELERY_WORKER_SEND_TASK_EVENTS = env_bool("CELERY_WORKER_SEND_TASK_EVENTS", True)
+CELERY_TASK_SEND_SENT_EVENT = CELERY_WORKER_SEND_TASK_EVENTS
+# Keep Django's logging configuration instead of Celery's.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_TIMEZONE = TIME_ZONE
+
+# Periodic tasks are editable in the admin (django-celery-beat); the entries
+# below are the kit's own and are synced into that table at beat start.
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULE = {
+    "jobs-relay-outbox": {
+        "task": "jobs.relay_outbox",
+        "schedule": env_int("JOBS_RELAY_INTERVAL_SECONDS", 10),
+        "options": {"priority": PRIORITY_VALUE[Priority.HIGH]},
+    },
+    "jobs-prune": {
+        "task": "jobs.prune",
+        "schedule": 3600,
+        "options": {"priority": PRIORITY_VALUE[Priority.LOW]},
+    },
+}
+
+# ---------------------------------------------------------------------------
+# The job core (jobs/). Defaults an operator may tune per deployment.
+# ---------------------------------------------------------------------------
+# A PENDING job older than this is published by the relay; younger ones are
+# left to their own on-commit publish.
+JOBS_RELAY_GRACE_SECONDS = env_int("JOBS_RELAY_GRACE_SECONDS", 10)
+# Finished jobs and their results are deleted after this many days.
+JOBS_RETENTION_DAYS = env_int("JOBS_RETENTION_DAYS", 30)

@@ -1,0 +1,150 @@
+"""The JSON API: enqueue a registered task (202 Accepted) and follow it.
+
+Authentication is a staff session (the admin's login) or a token
+(`Authorization: Token <key>`, see `manage.py drf_create_token`). Enqueueing
+needs jobs.add_job; a user reads their own jobs, and anyone's with
+jobs.view_job. Nobody anonymous gets anything.
+"""
+
+import inspect
+import json
+
+from django.conf import settings
+from django.db.models import QuerySet
+from django.urls import reverse
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from jobs import services
+from jobs.exceptions import BadInput
+from jobs.models import Job, JobStatus
+from jobs.queues import Priority
+from jobs.registry import public_job_tasks
+
+MAX_COUNTDOWN_SECONDS = 7 * 24 * 3600
+LIST_LIMIT = 100
+
+
+class EnqueueRequest(serializers.Serializer):
+    task = serializers.CharField(max_length=200)
+    args = serializers.ListField(required=False, default=list)
+    kwargs = serializers.DictField(required=False, default=dict)
+    priority = serializers.ChoiceField(choices=[p.value for p in Priority], default=Priority.MEDIUM.value)
+    countdown = serializers.FloatField(required=False, min_value=0, max_value=MAX_COUNTDOWN_SECONDS)
+    unique_key = serializers.CharField(required=False, max_length=200)
+
+    def validate(self, data):
+        tasks = public_job_tasks()
+        task = tasks.get(data["task"])
+        if task is None:
+            raise ValidationError({"task": f"Unknown task {data['task']!r}. Available: {', '.join(tasks) or 'none'}."})
+        # Refuse arguments the task cannot take here, with a 400, rather than
+        # as a failed job later.
+        try:
+            inspect.signature(task.run).bind(*data["args"], **data["kwargs"])
+        except TypeError as exc:
+            raise ValidationError({"args": f"{data['task']}: {exc}"}) from None
+        return data
+
+
+def job_representation(job: Job, request: Request) -> dict:
+    result_row = job.task_result if job.is_finished else None
+    body = {
+        "id": str(job.id),
+        "url": request.build_absolute_uri(reverse("jobs:job-detail", args=[job.id])),
+        "task": job.task_name,
+        "status": job.status,
+        "queue": job.queue,
+        "priority": job.priority,
+        "progress": {"percent": job.progress, "message": job.progress_message},
+        "attempts": job.attempts,
+        "created_at": job.created_at,
+        "queued_at": job.queued_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "runtime_seconds": job.runtime.total_seconds() if job.runtime else None,
+        "result": None,
+        "error": job.error or None,
+        "retry_of": str(job.retry_of_id) if job.retry_of_id else None,
+    }
+    if result_row is not None and job.status == JobStatus.SUCCESS:
+        body["result"] = result_row.result and _decode(result_row.result)
+    if result_row is not None and result_row.traceback and request.user.is_staff:
+        body["traceback"] = result_row.traceback
+    return body
+
+
+def _decode(stored: str):
+    try:
+        return json.loads(stored)
+    except ValueError:
+        return stored
+
+
+def _visible_jobs(request: Request) -> QuerySet[Job]:
+    jobs = Job.objects.all()
+    if not request.user.has_perm("jobs.view_job"):
+        jobs = jobs.filter(requested_by=request.user)
+    return jobs
+
+
+class JobCollection(APIView):
+    def post(self, request: Request) -> Response:
+        if not request.user.has_perm("jobs.add_job"):
+            raise PermissionDenied("Enqueueing jobs needs the jobs.add_job permission.")
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+        if length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+            return Response(
+                {"detail": f"Request body is {length} bytes; the limit is {settings.DATA_UPLOAD_MAX_MEMORY_SIZE}."},
+                status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            )
+        payload = EnqueueRequest(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        try:
+            job = services.job_enqueue(
+                task_name=data["task"],
+                args=data["args"],
+                kwargs=data["kwargs"],
+                priority=data["priority"],
+                countdown=data.get("countdown"),
+                unique_key=data.get("unique_key"),
+                requested_by=request.user,
+            )
+        except BadInput as exc:
+            raise ValidationError({"detail": str(exc)}) from None
+        body = job_representation(job, request)
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
+
+    def get(self, request: Request) -> Response:
+        jobs = _visible_jobs(request)
+        wanted = request.query_params.get("status")
+        if wanted:
+            if wanted not in JobStatus.values:
+                raise ValidationError({"status": f"Unknown status {wanted!r}. One of: {', '.join(JobStatus.values)}."})
+            jobs = jobs.filter(status=wanted)
+        return Response({"results": [job_representation(job, request) for job in jobs[:LIST_LIMIT]]})
+
+
+class JobDetail(APIView):
+    def get(self, request: Request, job_id) -> Response:
+        # 404, not 403, for someone else's job: ids are not to be probed.
+        job = _visible_jobs(request).filter(pk=job_id).first()
+        if job is None:
+            raise NotFound("No such job.")
+        return Response(job_representation(job, request))
+
+
+class TaskCatalogue(APIView):
+    def get(self, request: Request) -> Response:
+        return Response(
+            {
+                "tasks": [
+                    {"name": name, "queue": task.queue, "doc": inspect.getdoc(task.run) or "", "signature": str(inspect.signature(task.run))}
+                    for name, task in public_job_tasks().items()
+                ]
+            }
+        )

@@ -1,0 +1,26 @@
+"""Which tracked tasks exist, read by the API, the admin and the services.
+
+Every task declared with @job_task is registered with Celery under its
+explicit name; this module is the one place that looks them up.
+"""
+
+from celery import current_app
+
+from jobs.base_task import JobTask
+from jobs.exceptions import UnknownTask
+
+
+def job_tasks() -> dict[str, JobTask]:
+    tasks = current_app.tasks  # finalizes the app and imports every tasks.py
+    return {name: task for name, task in sorted(tasks.items()) if isinstance(task, JobTask)}
+
+
+def get_job_task(name: str) -> JobTask:
+    task = job_tasks().get(name)
+    if task is None:
+        raise UnknownTask(f"No job task named {name!r}.")
+    return task
+
+
+def public_job_tasks() -> dict[str, JobTask]:
+    return {name: task for name, task in job_tasks().items() if task.public}

@@ -1,0 +1,36 @@
+"""The job core's own tasks: two public utility jobs, and the periodic
+outbox relay and pruning that beat schedules (config/settings/base.py)."""
+
+import time
+
+from celery import shared_task
+
+from jobs import services
+from jobs.base_task import job_task
+from jobs.queues import Queue
+
+
+@job_task(name="jobs.noop", queue=Queue.DEFAULT, public=True)
+def noop(self) -> None:
+    """Does nothing: checks the pipeline end to end, and what benchmarks run."""
+
+
+@job_task(name="jobs.sleep", queue=Queue.DEFAULT, public=True)
+def sleep(self, seconds: float = 1.0, steps: int = 10) -> dict:
+    """Sleeps, reporting progress in `steps`: a visible demo of progress."""
+    steps = max(1, int(steps))
+    for step in range(steps):
+        self.progress(step * 100 // steps, f"step {step + 1} of {steps}")
+        time.sleep(float(seconds) / steps)
+    return {"slept": seconds}
+
+
+# Not job tasks: they run every few seconds and would fill the job table.
+@shared_task(name="jobs.relay_outbox", ignore_result=True, queue=Queue.DEFAULT.value)
+def relay_outbox() -> int:
+    return services.outbox_relay()
+
+
+@shared_task(name="jobs.prune", ignore_result=True, queue=Queue.DEFAULT.value)
+def prune() -> int:
+    return services.jobs_prune()

@@ -1,0 +1,10 @@
+from django.urls import path
+
+from jobs import api
+
+app_name = "jobs"
+urlpatterns = [
+    path("jobs/", api.JobCollection.as_view(), name="job-list"),
+    path("jobs/<uuid:job_id>/", api.JobDetail.as_view(), name="job-detail"),
+    path("jobs/tasks/", api.TaskCatalogue.as_view(), name="task-list"),
+]
