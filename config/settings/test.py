@@ -14,4 +14,6 @@ os.environ.setdefault("CELERY_WORKER_SEND_TASK_EVENTS", "false")
 
 from .base import *  # noqa: E402,F403
 
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]  # noqa: F405
+
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
