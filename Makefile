@@ -1,0 +1,39 @@
+# Two commands do everything on a fresh machine with Python 3.11:
+#   make run    the whole stack on the embedded default (SQLite + filesystem broker)
+#   make test   installs what the tests need and runs them on PostgreSQL + RabbitMQ
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: run test install install-dev chromium clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.runtime-installed: requirements.txt | $(VENV)/bin/python
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(VENV)/bin/python
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $(VENV)/.runtime-installed $@
+
+install: $(VENV)/.runtime-installed
+
+install-dev: $(VENV)/.dev-installed
+
+# Browser tests drive Debian's Chromium through Playwright (Playwright's own
+# browser download is not used).
+chromium:
+	@test -x $(CHROMIUM) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+run: install
+	$(PY) manage.py up
+
+test: install-dev chromium
+	$(PY) -m pytest
+
+clean:
+	rm -rf var test-artifacts .pytest_cache

@@ -1,0 +1,152 @@
+"""The job services on PostgreSQL, without a worker."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from django_celery_results.models import TaskResult
+
+from jobs.exceptions import BadInput, UnknownTask
+from jobs.models import Job, JobStatus
+from jobs.services import enqueue, job_cancel, job_enqueue, job_retry, jobs_prune
+from jobs.tracking import StartOutcome, error_summary, job_mark_started, job_record_outcome
+
+pytestmark = pytest.mark.django_db
+
+
+def test_enqueue_creates_a_pending_job_and_publishes_only_after_commit(django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        job = enqueue("jobs.sleep", 1.5, steps=3, priority="high")
+
+    assert Job.objects.get(pk=job.pk).status == JobStatus.PENDING
+    assert (job.task_name, job.args, job.kwargs, job.priority, job.queue) == ("jobs.sleep", [1.5], {"steps": 3}, "high", "default")
+    assert len(callbacks) == 1  # the publish, waiting for the commit
+
+
+def test_enqueue_refuses_arguments_that_are_not_json():
+    with pytest.raises(BadInput, match="args must be JSON"):
+        enqueue("jobs.sleep", object())
+    assert not Job.objects.exists()
+
+
+def test_enqueue_refuses_an_unknown_task():
+    with pytest.raises(UnknownTask, match="No job task named 'nope'"):
+        enqueue("nope")
+
+
+def test_countdown_sets_the_eta():
+    before = timezone.now()
+    job = enqueue("jobs.noop", countdown=60)
+    assert before + timedelta(seconds=59) < job.eta < timezone.now() + timedelta(seconds=61)
+
+
+def test_a_unique_key_returns_the_active_job_instead_of_a_second_one():
+    first = enqueue("jobs.noop", unique_key="nightly-report")
+    again = enqueue("jobs.noop", unique_key="nightly-report")
+    assert again.pk == first.pk
+    assert Job.objects.count() == 1
+
+    Job.objects.filter(pk=first.pk).update(status=JobStatus.SUCCESS)
+    assert enqueue("jobs.noop", unique_key="nightly-report").pk != first.pk
+
+
+def test_start_counts_deliveries_and_the_fourth_delivery_is_dead():
+    job = enqueue("jobs.noop")
+    outcomes = [job_mark_started(job_id=str(job.id), worker="w1") for _ in range(4)]
+
+    job.refresh_from_db()
+    assert outcomes == [StartOutcome.RUN] * 3 + [StartOutcome.SKIP]
+    assert (job.status, job.attempts, job.deliveries) == (JobStatus.DEAD, 4, 4)
+    assert job.finished_at is not None
+
+
+def test_a_clean_retry_resets_the_delivery_count():
+    job = enqueue("jobs.noop")
+    for _ in range(3):
+        job_mark_started(job_id=str(job.id), worker="w1")
+    job_record_outcome(job_id=str(job.id), celery_state="RETRY", result={"exc_type": "Retry", "exc_message": ["in 1s"]})
+
+    assert job_mark_started(job_id=str(job.id), worker="w1") is StartOutcome.RUN
+    job.refresh_from_db()
+    assert (job.status, job.deliveries, job.attempts) == (JobStatus.STARTED, 1, 4)
+
+
+def test_cancelled_and_finished_jobs_are_not_started_again():
+    cancelled = enqueue("jobs.noop")
+    assert job_cancel(job=cancelled) is True
+    done = enqueue("jobs.noop")
+    Job.objects.filter(pk=done.pk).update(status=JobStatus.SUCCESS)
+
+    assert job_mark_started(job_id=str(cancelled.id), worker="w1") is StartOutcome.SKIP
+    assert job_mark_started(job_id=str(done.id), worker="w1") is StartOutcome.SKIP
+    assert job_mark_started(job_id="5b6f1c2e-0000-4000-8000-000000000000", worker="w1") is StartOutcome.UNTRACKED
+    assert Job.objects.get(pk=cancelled.pk).status == JobStatus.REVOKED
+
+
+def test_cancel_leaves_a_finished_job_alone():
+    job = enqueue("jobs.noop")
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.SUCCESS)
+    assert job_cancel(job=job) is False
+    assert Job.objects.get(pk=job.pk).status == JobStatus.SUCCESS
+
+
+def test_retry_replays_the_canonical_arguments_and_links_the_original(admin_user):
+    failed = enqueue("jobs.sleep", 2, steps=4, priority="low")
+    Job.objects.filter(pk=failed.pk).update(status=JobStatus.FAILURE)
+    failed.refresh_from_db()
+
+    retried = job_retry(job=failed, requested_by=admin_user)
+
+    assert (retried.task_name, retried.args, retried.kwargs, retried.priority) == ("jobs.sleep", [2], {"steps": 4}, "low")
+    assert retried.retry_of == failed
+    assert list(failed.retries.all()) == [retried]
+    assert retried.requested_by == admin_user
+
+
+def test_a_successful_or_running_job_cannot_be_retried():
+    job = enqueue("jobs.noop")
+    with pytest.raises(BadInput, match="only failed, cancelled, dead or lost jobs"):
+        job_retry(job=job)
+
+
+def test_the_backend_outcome_moves_the_job_and_keeps_a_readable_error():
+    job = enqueue("jobs.noop")
+    job_record_outcome(
+        job_id=str(job.id),
+        celery_state="FAILURE",
+        result={"exc_type": "BadInput", "exc_message": ["image too large: 20000x20000"], "exc_module": "jobs.exceptions"},
+    )
+    job.refresh_from_db()
+    assert (job.status, job.error) == (JobStatus.FAILURE, "BadInput: image too large: 20000x20000")
+
+
+def test_error_summaries_name_time_limits_in_words():
+    assert error_summary({"exc_type": "TimeLimitExceeded", "exc_message": [90]}).startswith("Hard time limit exceeded (90 s)")
+    assert error_summary(ValueError("bad", "value")) == "ValueError: bad value"
+
+
+def test_prune_deletes_old_finished_jobs_and_their_results_in_batches():
+    old = timezone.now() - timedelta(days=40)
+    finished = [enqueue("jobs.noop") for _ in range(5)]
+    Job.objects.filter(pk__in=[j.pk for j in finished]).update(status=JobStatus.SUCCESS, finished_at=old)
+    for job in finished:
+        TaskResult.objects.create(task_id=str(job.id), status="SUCCESS")
+    recent = enqueue("jobs.noop")
+    Job.objects.filter(pk=recent.pk).update(status=JobStatus.SUCCESS, finished_at=timezone.now())
+    active = enqueue("jobs.noop")
+    # A retry of an old job survives its original (retry_of is SET NULL).
+    retry = enqueue("jobs.noop")
+    Job.objects.filter(pk=retry.pk).update(retry_of=finished[0])
+
+    assert jobs_prune(older_than=timedelta(days=30), batch_size=2) == 5
+
+    assert set(Job.objects.values_list("pk", flat=True)) == {recent.pk, active.pk, retry.pk}
+    assert not TaskResult.objects.filter(task_id__in=[str(j.id) for j in finished]).exists()
+    assert Job.objects.get(pk=retry.pk).retry_of is None
+
+
+def test_enqueue_takes_a_task_object_as_well_as_a_name():
+    from jobs.tasks import noop
+
+    assert enqueue(noop).task_name == "jobs.noop"
+    assert job_enqueue(task_name="jobs.noop").queue == "default"
