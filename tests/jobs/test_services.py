@@ -150,3 +150,13 @@ def test_enqueue_takes_a_task_object_as_well_as_a_name():
 
     assert enqueue(noop).task_name == "jobs.noop"
     assert job_enqueue(task_name="jobs.noop").queue == "default"
+
+
+def test_calling_delay_on_a_job_task_creates_a_tracked_job(django_capture_on_commit_callbacks):
+    from jobs.tasks import sleep
+
+    with django_capture_on_commit_callbacks(execute=False):
+        result = sleep.delay(0.1, steps=1)
+
+    job = Job.objects.get(pk=result.id)
+    assert (job.task_name, job.args, job.kwargs, job.status) == ("jobs.sleep", [0.1], {"steps": 1}, JobStatus.PENDING)
