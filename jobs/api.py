@@ -50,8 +50,9 @@ class EnqueueRequest(serializers.Serializer):
         return data
 
 
-def job_representation(job: Job, request: Request) -> dict:
-    result_row = job.task_result if job.is_finished else None
+def job_representation(job: Job, request: Request, *, with_result: bool = True) -> dict:
+    # The result lives in TaskResult: one more query, so lists leave it out.
+    result_row = job.task_result if with_result and job.is_finished else None
     body = {
         "id": str(job.id),
         "url": request.build_absolute_uri(reverse("jobs:job-detail", args=[job.id])),
@@ -126,7 +127,7 @@ class JobCollection(APIView):
             if wanted not in JobStatus.values:
                 raise ValidationError({"status": f"Unknown status {wanted!r}. One of: {', '.join(JobStatus.values)}."})
             jobs = jobs.filter(status=wanted)
-        return Response({"results": [job_representation(job, request) for job in jobs[:LIST_LIMIT]]})
+        return Response({"results": [job_representation(job, request, with_result=False) for job in jobs[:LIST_LIMIT]]})
 
 
 class JobDetail(APIView):

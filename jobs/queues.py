@@ -42,11 +42,16 @@ class TimeLimits:
     hard: int
 
 
+# With late acknowledgement RabbitMQ closes the channel of a consumer that
+# holds a message longer than its consumer_timeout (30 minutes by default), so
+# every hard limit stays below that; a deployment that needs longer raises
+# consumer_timeout first.
+RABBITMQ_CONSUMER_TIMEOUT_SECONDS = 1800
 QUEUE_TIME_LIMITS: dict[Queue, TimeLimits] = {
     Queue.DEFAULT: TimeLimits(soft=60, hard=90),
     Queue.EMAIL: TimeLimits(soft=120, hard=180),
     Queue.IMAGES: TimeLimits(soft=300, hard=360),
-    Queue.REPORTS: TimeLimits(soft=1800, hard=1900),
+    Queue.REPORTS: TimeLimits(soft=1500, hard=1700),
 }
 
 # Workers are started per group, so slow report and image work cannot starve

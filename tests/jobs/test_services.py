@@ -160,3 +160,10 @@ def test_calling_delay_on_a_job_task_creates_a_tracked_job(django_capture_on_com
 
     job = Job.objects.get(pk=result.id)
     assert (job.task_name, job.args, job.kwargs, job.status) == ("jobs.sleep", [0.1], {"steps": 1}, JobStatus.PENDING)
+
+
+def test_every_hard_time_limit_is_below_rabbitmqs_consumer_timeout():
+    from jobs.queues import QUEUE_TIME_LIMITS, RABBITMQ_CONSUMER_TIMEOUT_SECONDS
+
+    for queue, limits in QUEUE_TIME_LIMITS.items():
+        assert limits.soft < limits.hard < RABBITMQ_CONSUMER_TIMEOUT_SECONDS, queue
