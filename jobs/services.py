@@ -12,6 +12,7 @@ from amqp.exceptions import AMQPError, MessageNacked
 from celery import current_app
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerUnavailable
 
@@ -143,9 +144,11 @@ def job_publish(job: Job) -> bool:
     except _PUBLISH_ERRORS as exc:
         logger.warning("Job %s stays PENDING, the outbox relay will publish it: %s", job.id, exc)
         return False
-    # Conditional: a fast worker may already have moved it to STARTED.
-    Job.objects.filter(pk=job.pk, status=JobStatus.PENDING).update(
-        status=JobStatus.QUEUED, queued_at=timezone.now()
+    # A fast worker may already have moved it to STARTED: keep that status,
+    # but record when the broker took the message either way.
+    Job.objects.filter(pk=job.pk, queued_at__isnull=True).update(
+        status=Case(When(status=JobStatus.PENDING, then=Value(JobStatus.QUEUED)), default=F("status")),
+        queued_at=timezone.now(),
     )
     return True
 

@@ -167,3 +167,15 @@ def test_every_hard_time_limit_is_below_rabbitmqs_consumer_timeout():
 
     for queue, limits in QUEUE_TIME_LIMITS.items():
         assert limits.soft < limits.hard < RABBITMQ_CONSUMER_TIMEOUT_SECONDS, queue
+
+
+def test_publishing_after_a_fast_worker_started_the_job_keeps_started_and_records_the_queue_time(broker):
+    from jobs.services import job_publish
+
+    job = enqueue("jobs.noop")
+    job_mark_started(job_id=str(job.id), worker="w1")  # the worker won the race
+    assert job_publish(job) is True
+
+    job.refresh_from_db()
+    assert job.status == JobStatus.STARTED
+    assert job.queued_at is not None
