@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test install install-dev chromium clean
+.PHONY: run test bench install install-dev chromium clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ run: install
 
 test: install-dev chromium
 	$(PY) -m pytest
+
+# Benchmarks, not tests: real workers on RabbitMQ and PostgreSQL, each
+# variant beside its baselines in the same run (BENCHMARKS.md).
+bench: install-dev
+	$(PY) -m bench throughput --quick
 
 clean:
 	rm -rf var test-artifacts .pytest_cache

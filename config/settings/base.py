@@ -184,6 +184,9 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # With late acks a worker holds one unstarted message per child at most, so a
 # high-priority job is not stuck behind a prefetched backlog.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery closes the worker's database connections around every task unless
+# this is set; jobs/signals.py applies CONN_MAX_AGE and health checks instead.
+CELERY_DB_REUSE_MAX = 1_000_000
 # On a lost broker connection, unacked messages go back to the queue anyway;
 # stopping the running copies avoids running them twice.
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True

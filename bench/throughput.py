@@ -1,0 +1,238 @@
+"""Throughput of tracked no-op jobs through the kit, against bare Celery (the
+limit) and the common django-celery-results default.
+
+Per round, each variant in turn (A/B/C, A/B/C, ...), so load from whatever
+else runs on the machine lands on all three alike; the ratios are the
+result, the absolute figures belong to this machine on this day.
+
+Per variant: empty the tables and the queue, publish N messages with no
+worker running, start a worker, and time the drain from the first task's
+start to the last task's end as recorded by the worker itself. Worker
+start-up, publishing and polling lag are outside the window.
+"""
+
+from datetime import datetime
+from pathlib import Path
+
+from celery import Celery, states
+from django.conf import settings
+from django.core.management import call_command
+from django.db import connection
+from django.db.models import Max, Min
+from django_celery_results.models import TaskResult
+
+from bench import harness
+from config.celery_app import app as kit_app
+from jobs.models import Job, JobStatus
+from jobs.queues import Queue
+from jobs.services import job_enqueue
+
+
+def _fresh_queue(app: Celery, name: str) -> None:
+    with app.connection_for_write() as conn:
+        queue = app.amqp.queues[name](conn.default_channel)
+        queue.declare()
+        queue.purge()
+
+
+def _ready_messages(app: Celery, name: str) -> int:
+    with app.connection_for_write() as conn:
+        return conn.default_channel.queue_declare(name, passive=True).message_count
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float:
+    if start is None or end is None:
+        raise RuntimeError("No start or end time recorded; see the worker log.")
+    return (end - start).total_seconds()
+
+
+class Kit:
+    name = "kit"
+    meaning = "jobs.noop via job_enqueue: Job row + TaskResult upsert, late acks, prefetch 1, priority queue"
+    settings_module = "bench.settings_kit"
+    queue = Queue.DEFAULT.value
+    worker_env: dict = {}
+
+    def publish(self, jobs: int) -> None:
+        _fresh_queue(kit_app, self.queue)
+        # Outside a transaction each job commits, then publishes with a
+        # publisher confirm and becomes QUEUED: the kit's normal path.
+        for _ in range(jobs):
+            job_enqueue(task_name="jobs.noop")
+        if (queued := Job.objects.filter(status=JobStatus.QUEUED).count()) != jobs:
+            raise RuntimeError(f"Only {queued} of {jobs} jobs reached the broker.")
+
+    def finished(self) -> int:
+        return Job.objects.filter(finished_at__isnull=False).count()
+
+    def seconds(self, jobs: int) -> float:
+        if (ok := Job.objects.filter(status=JobStatus.SUCCESS).count()) != jobs:
+            raise RuntimeError(f"Only {ok} of {jobs} kit jobs succeeded.")
+        # Both written by the worker child: STARTED before the body, the end
+        # state after it (jobs/tracking.py).
+        window = Job.objects.aggregate(start=Min("started_at"), end=Max("finished_at"))
+        return _seconds(window["start"], window["end"])
+
+
+class _PlainCelery:
+    """bench.noop published straight to Celery with the variant's own settings."""
+
+    settings_module: str
+
+    def __init__(self):
+        # A second Celery app, configured like the variant's workers; the
+        # process-wide Django settings stay the kit's.
+        self.app = Celery(f"bench-{self.name}", set_as_current=False)
+        self.app.config_from_object(self.settings_module, namespace="CELERY")
+        self.queue = self.app.conf.task_default_queue
+
+    def publish(self, jobs: int) -> None:
+        _fresh_queue(self.app, self.queue)
+        with self.app.producer_or_acquire() as producer:
+            for _ in range(jobs):
+                self.app.send_task("bench.noop", producer=producer)
+        if (ready := _ready_messages(self.app, self.queue)) != jobs:
+            raise RuntimeError(f"Only {ready} of {jobs} messages are on {self.queue}.")
+
+
+class Bare(_PlainCelery):
+    name = "bare"
+    meaning = "bench.noop, results ignored, acks on receipt, prefetch 4: the limit"
+    settings_module = "bench.settings_bare"
+
+    def __init__(self, scratch: Path):
+        super().__init__()
+        # Nothing is stored, so the worker notes each task's start and end in
+        # this file (bench/tasks.py). Polling the queue's message count
+        # instead would miss prefetched messages and add polling lag.
+        self.stamps = scratch / "bare-stamps.txt"
+        self.worker_env = {"BENCH_STAMP_FILE": str(self.stamps)}
+
+    def publish(self, jobs: int) -> None:
+        self.stamps.unlink(missing_ok=True)
+        super().publish(jobs)
+
+    def _lines(self) -> list[str]:
+        return self.stamps.read_text().splitlines() if self.stamps.exists() else []
+
+    def finished(self) -> int:
+        return len(self._lines())
+
+    def seconds(self, jobs: int) -> float:
+        stamps = [tuple(map(float, line.split())) for line in self._lines()]
+        if len(stamps) != jobs:
+            raise RuntimeError(f"{len(stamps)} of {jobs} bare tasks ran.")
+        return max(end for _, end in stamps) - min(start for start, _ in stamps)
+
+
+class CommonDefault(_PlainCelery):
+    name = "common-default"
+    meaning = 'bench.noop, stock "django-db" results, result_extended, track_started, CONN_MAX_AGE=0'
+    settings_module = "bench.settings_common_default"
+    worker_env: dict = {}
+
+    def finished(self) -> int:
+        return TaskResult.objects.filter(status__in=states.READY_STATES).count()
+
+    def seconds(self, jobs: int) -> float:
+        if (ok := TaskResult.objects.filter(status=states.SUCCESS).count()) != jobs:
+            raise RuntimeError(f"Only {ok} of {jobs} common-default tasks succeeded.")
+        # date_started is stored with the STARTED state (track_started),
+        # date_done with the last write (auto_now).
+        window = TaskResult.objects.aggregate(start=Min("date_started"), end=Max("date_done"))
+        return _seconds(window["start"], window["end"])
+
+
+def _empty_tables() -> None:
+    # Every variant starts on empty tables: the same index sizes and no dead
+    # rows from the previous one. CASCADE: domain tables point at jobs (in
+    # the bench's own database, nothing else lives there).
+    tables = ", ".join(connection.ops.quote_name(model._meta.db_table) for model in (Job, TaskResult))
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {tables} CASCADE")
+
+
+def measure(variant, *, jobs: int, concurrency: int, log_path: Path) -> float:
+    """Seconds the variant's worker took to run `jobs` pre-published jobs."""
+    _empty_tables()
+    variant.publish(jobs)
+    with harness.Worker(
+        name=variant.name,
+        settings_module=variant.settings_module,
+        queue=variant.queue,
+        concurrency=concurrency,
+        log_path=log_path,
+        env=variant.worker_env,
+    ) as worker:
+
+        def drained() -> bool:
+            worker.check_alive()
+            return variant.finished() >= jobs
+
+        # Generous: even the slowest variant runs more than 20 jobs a second.
+        harness.wait_until(drained, timeout=60 + jobs / 20, what=f"{variant.name} to run {jobs} jobs ({log_path})")
+    return variant.seconds(jobs)
+
+
+def _versions() -> tuple[str, str]:
+    with kit_app.connection_for_write() as conn:
+        conn.connect()
+        rabbitmq = conn.connection.server_properties.get("version", "?")
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        postgresql = cursor.fetchone()[0]
+    return rabbitmq, postgresql
+
+
+def run(*, jobs: int, rounds: int, concurrency: int) -> dict:
+    started_at = harness.now_stamp()
+    scratch = harness.run_dir(started_at)
+    harness.reset_vhost(settings.CELERY_BROKER_URL)
+    harness.ensure_database(settings.DATABASES["default"])
+    call_command("migrate", verbosity=0, interactive=False)
+
+    rabbitmq, postgresql = _versions()
+    machine = harness.describe_machine(rabbitmq_version=rabbitmq, postgresql_version=postgresql)
+    harness.print_machine(machine)
+    print(f"{jobs:,} no-op jobs per variant and round, {rounds} rounds, {concurrency} prefork children\n", flush=True)
+
+    variants = [Kit(), Bare(scratch), CommonDefault()]
+    rates: dict[str, list[float]] = {variant.name: [] for variant in variants}
+    measurements = []
+    for round_number in range(1, rounds + 1):
+        for variant in variants:
+            log_path = scratch / f"worker-{variant.name}-{round_number}.log"
+            seconds = measure(variant, jobs=jobs, concurrency=concurrency, log_path=log_path)
+            rate = jobs / seconds
+            rates[variant.name].append(rate)
+            measurements.append({"round": round_number, "variant": variant.name, "seconds": seconds, "jobs_per_second": rate})
+            print(f"round {round_number}  {variant.name:<15} {rate:7,.0f} jobs/s  ({seconds:.2f} s)", flush=True)
+
+    summary = {name: harness.spread(values) for name, values in rates.items()}
+    # Ratio of medians, and the spread of the per-round ratios: a round's
+    # variants ran back to back, so a per-round ratio cancels slow patches.
+    ratios = {}
+    for other in ("bare", "common-default"):
+        per_round = [kit / rate for kit, rate in zip(rates["kit"], rates[other], strict=True)]
+        ratios[f"kit/{other}"] = {
+            "of_medians": summary["kit"]["median"] / summary[other]["median"],
+            "per_round": harness.spread(per_round),
+        }
+
+    print()
+    harness.print_table([(name, summary[name]) for name in rates], unit="jobs/s")
+    print()
+    for name, ratio in ratios.items():
+        r = ratio["per_round"]
+        print(f"{name:<20} {ratio['of_medians']:5.2f}  (per round {r['min']:.2f} - {r['max']:.2f})")
+
+    return {
+        "benchmark": "throughput",
+        "started_at": started_at,
+        "machine": machine,
+        "parameters": {"jobs": jobs, "rounds": rounds, "concurrency": concurrency, "pool": "prefork"},
+        "variants": {variant.name: variant.meaning for variant in variants},
+        "measurements": measurements,
+        "summary_jobs_per_second": summary,
+        "ratios": ratios,
+    }
