@@ -13,6 +13,7 @@ from celery import current_app
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Value, When
+from django.db.models.functions import Coalesce, Least
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerUnavailable
 
@@ -145,10 +146,11 @@ def job_publish(job: Job) -> bool:
         logger.warning("Job %s stays PENDING, the outbox relay will publish it: %s", job.id, exc)
         return False
     # A fast worker may already have moved it to STARTED: keep that status,
-    # but record when the broker took the message either way.
+    # and record the queue time, no later than the start.
+    now = timezone.now()
     Job.objects.filter(pk=job.pk, queued_at__isnull=True).update(
         status=Case(When(status=JobStatus.PENDING, then=Value(JobStatus.QUEUED)), default=F("status")),
-        queued_at=timezone.now(),
+        queued_at=Least(Value(now), Coalesce(F("started_at"), Value(now))),
     )
     return True
 

@@ -178,4 +178,4 @@ def test_publishing_after_a_fast_worker_started_the_job_keeps_started_and_record
 
     job.refresh_from_db()
     assert job.status == JobStatus.STARTED
-    assert job.queued_at is not None
+    assert job.queued_at == job.started_at

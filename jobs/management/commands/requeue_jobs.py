@@ -1,0 +1,49 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from jobs.exceptions import BadInput, UnknownTask
+from jobs.models import RETRYABLE_STATUSES, Job, JobStatus
+from jobs.registry import get_job_task
+from jobs.services import jobs_requeue
+
+DEFAULT_STATUSES = (JobStatus.FAILURE, JobStatus.DEAD)
+
+
+class Command(BaseCommand):
+    help = "Retry jobs that ended badly (FAILURE and DEAD by default), each once, replaying their stored arguments."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--status",
+            action="append",
+            type=str.upper,
+            choices=[status.value for status in RETRYABLE_STATUSES],
+            help="Retry jobs in this state; repeat for several (default: FAILURE and DEAD).",
+        )
+        parser.add_argument("--task", help="Only jobs of this task, e.g. media_tasks.thumbnail_create.")
+        parser.add_argument("--dry-run", action="store_true", help="Count the jobs that would be retried; retry none.")
+
+    def handle(self, *args, **options):
+        statuses = [JobStatus(status) for status in options["status"] or DEFAULT_STATUSES]
+        task_name = options["task"]
+        if task_name:
+            try:
+                get_job_task(task_name)
+            except UnknownTask as exc:
+                raise CommandError(str(exc)) from None
+        what = f"{'/'.join(statuses)} jobs" + (f" of {task_name}" if task_name else "")
+        if options["dry_run"]:
+            self.stdout.write(f"Would retry {self.count(statuses, task_name)} {what}.")
+            return
+        try:
+            count = jobs_requeue(statuses=statuses, task_name=task_name)
+        except (BadInput, UnknownTask) as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(self.style.SUCCESS(f"Retried {count} {what}."))
+
+    @staticmethod
+    def count(statuses: list[JobStatus], task_name: str | None) -> int:
+        # The selection jobs_requeue makes: a job already retried is skipped.
+        jobs = Job.objects.filter(status__in=statuses, retries__isnull=True)
+        if task_name:
+            jobs = jobs.filter(task_name=task_name)
+        return jobs.count()

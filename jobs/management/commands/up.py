@@ -1,0 +1,237 @@
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+
+from celery import current_app
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connection, connections
+from django.urls import Resolver404, resolve, reverse
+from django.utils import autoreload
+from kombu.utils.url import maybe_sanitize_url
+
+from jobs.management.commands._arguments import positive_int
+from jobs.management.commands._process import Child, Children, StopSignals
+from jobs.management.commands.ensure_admin import AdminAccount, admin_ensure
+from jobs.management.commands.flower import AUTH_ENV, DEFAULT_PORT as FLOWER_PORT, flower_auth_check
+from jobs.queues import WORKER_GROUPS
+
+HOST = "127.0.0.1"
+WEB_PORT = 8000
+# Per worker group: enough to see jobs run side by side without filling a
+# laptop with one process per CPU per group.
+CONCURRENCY = 2
+# A warm worker shutdown waits for running tasks; past this, SIGKILL.
+GRACE_SECONDS = 30
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        # A port in TIME_WAIT from the last run is free to listen on.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def port_answers(port: int) -> bool:
+    try:
+        socket.create_connection((HOST, port), timeout=0.2).close()
+    except OSError:
+        return False
+    return True
+
+
+def exit_description(returncode: int) -> str:
+    if returncode < 0:
+        return f"was killed by {signal.Signals(-returncode).name}"
+    return f"exited with code {returncode}"
+
+
+def broker_tables_prepare() -> None:
+    """Create the filesystem broker's exchange tables before several
+    processes bind queues to them at once.
+
+    kombu creates a table on the first bind by opening it truncated before it
+    takes the lock, so two processes starting together (two workers, Flower's
+    parallel inspect calls) can interleave their writes and leave invalid JSON
+    that fails every later control command (Flower's worker pages, `celery
+    inspect`). A valid table is left alone; a corrupt one is emptied: every
+    process binds its queues again when it starts.
+    """
+    if not settings.CELERY_BROKER_URL.startswith("filesystem://"):
+        return
+    control = Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS["control_folder"])
+    mailbox = current_app.control.mailbox
+    exchanges = {queue.exchange.name for queue in current_app.conf.task_queues}
+    exchanges |= {current_app.conf.event_exchange, mailbox.exchange.name, mailbox.reply_exchange.name}
+    for name in exchanges:
+        table = control / f"{name}.exchange"
+        try:
+            json.loads(table.read_text())
+        except (FileNotFoundError, ValueError):
+            table.write_text("[]")
+
+
+class Command(BaseCommand):
+    help = "Run everything for development (web app, workers, beat, Flower) after migrating; Ctrl-C stops it all."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--port", type=positive_int, default=WEB_PORT, help=f"Web app port (default: {WEB_PORT}).")
+        parser.add_argument(
+            "--flower-port", type=positive_int, default=FLOWER_PORT, help=f"Flower port (default: {FLOWER_PORT})."
+        )
+        parser.add_argument(
+            "--concurrency",
+            type=positive_int,
+            default=CONCURRENCY,
+            help=f"Pool processes per worker group (default: {CONCURRENCY}).",
+        )
+        parser.add_argument("--no-flower", action="store_true", help="Do not start Flower.")
+        parser.add_argument("--no-beat", action="store_true", help="Do not start beat (no periodic tasks).")
+        parser.add_argument(
+            "--noreload", action="store_true", help="Do not restart the web app and workers when code changes."
+        )
+        parser.add_argument(
+            "--grace",
+            type=positive_int,
+            default=GRACE_SECONDS,
+            help=f"Seconds to wait for the programs to stop before killing them (default: {GRACE_SECONDS}).",
+        )
+
+    def handle(self, *args, **options):
+        self.output_lock = threading.Lock()
+        self.check_ports(options)
+        if not options["no_flower"]:
+            flower_auth_check(HOST)  # before anything starts, not as a crash later
+        self.say(f"Migrating the database ({self.database_description()}).")
+        call_command("migrate", interactive=False, verbosity=0)
+        account = admin_ensure()
+        broker_tables_prepare()
+        connections.close_all()  # the children open their own
+
+        commands = self.child_commands(options)
+        self.name_width = max(len(name) for name, _ in commands)
+        children = Children(env=self.child_env(), cwd=settings.BASE_DIR, write=self.write_child_line)
+        crashed = None
+        with StopSignals() as signals:
+            try:
+                for name, argv in commands:
+                    child = children.start(name, argv)
+                    self.say(f"Started {name} (pid {child.pid}).")
+                self.say(self.banner(options, account))
+                crashed = self.supervise(children, signals, options["port"])
+            finally:
+                self.stop_children(children, signals, options["grace"])
+        if crashed is not None:
+            raise CommandError(f"{crashed.name} {exit_description(crashed.returncode)} unexpectedly; stopped the rest.")
+        self.say("Stopped.")
+
+    def check_ports(self, options: dict) -> None:
+        wanted = {"--port": options["port"]}
+        if not options["no_flower"]:
+            wanted["--flower-port"] = options["flower_port"]
+        for option, port in wanted.items():
+            if not port_free(port):
+                raise CommandError(f"Port {port} on {HOST} is in use (another `manage.py up`?). Choose another with {option}.")
+
+    def child_env(self) -> dict:
+        env = {name: value for name, value in os.environ.items() if name != autoreload.DJANGO_AUTORELOAD_ENV}
+        env["PYTHONUNBUFFERED"] = "1"  # lines arrive as they are written, not in 8 KiB blocks
+        return env
+
+    def child_commands(self, options: dict) -> list[tuple[str, list[str]]]:
+        """(name, argv) of every program to run, in start order."""
+        manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
+        noreload = options["noreload"]
+        commands = [("web", [*manage, "runserver", f"{HOST}:{options['port']}", *(["--noreload"] if noreload else [])])]
+        for group in WORKER_GROUPS:
+            worker = [*manage, "worker", "--group", group, "--concurrency", str(options["concurrency"])]
+            commands.append((f"worker:{group}", [*worker, *(["--no-autoreload"] if noreload else [])]))
+        if not options["no_beat"]:
+            commands.append(("beat", [*manage, "beat"]))
+        if not options["no_flower"]:
+            commands.append(("flower", [*manage, "flower", "--address", HOST, "--port", str(options["flower_port"])]))
+        return commands
+
+    def supervise(self, children: Children, signals: StopSignals, port: int) -> Child | None:
+        """Wait for a stop signal (None) or for a child to die (that child).
+        Says so once the web app answers."""
+        announced = False
+        while not signals.stop.is_set():
+            crashed = children.first_exited()
+            if crashed is not None:
+                return crashed
+            if not announced and port_answers(port):
+                self.say(f"Ready: http://{HOST}:{port}{reverse('admin:index')}")
+                announced = True
+            signals.stop.wait(0.25)
+        return None
+
+    def stop_children(self, children: Children, signals: StopSignals, grace: int) -> None:
+        names = ", ".join(child.name for child in children.started)
+        self.say(f"Stopping {names} (up to {grace}s; Ctrl-C again to kill them now).")
+        for child in children.stop(grace=grace, hurry=signals.hurry):
+            why = "asked to hurry" if signals.hurry.is_set() else f"did not stop within {grace}s"
+            self.say(f"{child.name} {why}: killed.")
+
+    def banner(self, options: dict, account: AdminAccount) -> str:
+        web = f"http://{HOST}:{options['port']}"
+        login = f"user {account.username!r}"
+        if account.generated_password:
+            login += f", password {account.generated_password!r} (shown only this once)"
+        elif account.created:
+            login += ", password from DJANGO_SUPERUSER_PASSWORD"
+        lines = [""]
+        if self.has_home_page():
+            lines.append(f"  Web app   {web}/")
+        lines += [
+            f"  Admin     {web}{reverse('admin:index')}  {login}",
+            f"  API       {web}{reverse('jobs:job-list')}  (Token or admin session)",
+        ]
+        if not options["no_flower"]:
+            flower_login = f"login from {AUTH_ENV}" if os.environ.get(AUTH_ENV) else "no login (DEBUG, loopback only)"
+            lines.append(f"  Flower    http://{HOST}:{options['flower_port']}/  {flower_login}")
+        lines += [
+            f"  Database  {self.database_description()}",
+            f"  Broker    {self.broker_description()}",
+            "Ctrl-C stops everything.",
+            "",
+        ]
+        return "\n".join(lines)
+
+    @staticmethod
+    def has_home_page() -> bool:
+        try:
+            resolve("/")
+        except Resolver404:
+            return False
+        return True
+
+    @staticmethod
+    def database_description() -> str:
+        where = connection.settings_dict["NAME"]
+        if connection.settings_dict.get("HOST"):
+            where = f"{where} on {connection.settings_dict['HOST']}"
+        return f"{connection.vendor} {where}"
+
+    @staticmethod
+    def broker_description() -> str:
+        if settings.CELERY_BROKER_URL.startswith("filesystem://"):
+            return f"filesystem, in {settings.BROKER_DIR}"
+        return maybe_sanitize_url(settings.CELERY_BROKER_URL)
+
+    def say(self, message: str) -> None:
+        with self.output_lock:
+            self.stdout.write(message)
+            self.stdout.flush()
+
+    def write_child_line(self, name: str, line: str) -> None:
+        self.say(f"{name:<{self.name_width}} | {line}")
