@@ -222,15 +222,22 @@ def job_cancel(*, job: Job) -> bool:
     return True
 
 
-def jobs_requeue(*, statuses=(JobStatus.FAILURE, JobStatus.DEAD), task_name: str | None = None, requested_by=None) -> int:
-    """Retry every job in the given end states (optionally of one task),
-    iterating in chunks so millions of rows do not sit in memory."""
+def jobs_requeue_candidates(*, statuses=(JobStatus.FAILURE, JobStatus.DEAD), task_name: str | None = None):
+    """Jobs in the given end states (optionally of one task) that were not
+    retried yet: retrying each once, never twice."""
     statuses = [JobStatus(status) for status in statuses]
     if not set(statuses) <= set(RETRYABLE_STATUSES):
         raise BadInput("Only FAILURE, REVOKED, DEAD and LOST jobs can be requeued.")
     jobs = Job.objects.filter(status__in=statuses, retries__isnull=True)
     if task_name:
         jobs = jobs.filter(task_name=task_name)
+    return jobs
+
+
+def jobs_requeue(*, statuses=(JobStatus.FAILURE, JobStatus.DEAD), task_name: str | None = None, requested_by=None) -> int:
+    """Retry every candidate (see jobs_requeue_candidates), iterating in
+    chunks so millions of rows do not sit in memory."""
+    jobs = jobs_requeue_candidates(statuses=statuses, task_name=task_name)
     count = 0
     for job in jobs.iterator(chunk_size=1000):
         job_retry(job=job, requested_by=requested_by)

@@ -127,6 +127,9 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
+        # Django's default config gives "django" a console handler of its
+        # own; without this every Django message would print twice.
+        "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         # SQL at DEBUG is too loud even when debugging the kit.
         "django.db.backends": {"level": "INFO"},
     },

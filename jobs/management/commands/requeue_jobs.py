@@ -1,9 +1,9 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from jobs.exceptions import BadInput, UnknownTask
-from jobs.models import RETRYABLE_STATUSES, Job, JobStatus
+from jobs.models import RETRYABLE_STATUSES, JobStatus
 from jobs.registry import get_job_task
-from jobs.services import jobs_requeue
+from jobs.services import jobs_requeue, jobs_requeue_candidates
 
 DEFAULT_STATUSES = (JobStatus.FAILURE, JobStatus.DEAD)
 
@@ -31,19 +31,12 @@ class Command(BaseCommand):
             except UnknownTask as exc:
                 raise CommandError(str(exc)) from None
         what = f"{'/'.join(statuses)} jobs" + (f" of {task_name}" if task_name else "")
-        if options["dry_run"]:
-            self.stdout.write(f"Would retry {self.count(statuses, task_name)} {what}.")
-            return
         try:
+            if options["dry_run"]:
+                count = jobs_requeue_candidates(statuses=statuses, task_name=task_name).count()
+                self.stdout.write(f"Would retry {count} {what}.")
+                return
             count = jobs_requeue(statuses=statuses, task_name=task_name)
         except (BadInput, UnknownTask) as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(self.style.SUCCESS(f"Retried {count} {what}."))
-
-    @staticmethod
-    def count(statuses: list[JobStatus], task_name: str | None) -> int:
-        # The selection jobs_requeue makes: a job already retried is skipped.
-        jobs = Job.objects.filter(status__in=statuses, retries__isnull=True)
-        if task_name:
-            jobs = jobs.filter(task_name=task_name)
-        return jobs.count()
