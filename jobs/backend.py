@@ -5,15 +5,15 @@ Two changes, both about cost (DESIGN.md, invariant 6):
   of the stock update_or_create (a locking SELECT, then a write);
 - the Job row moves to the same state in the same transaction, so every path
   that ends a task (success and failure in the child, hard time limits and
-  lost workers in the main process, revokes) updates the Job exactly once.
+  lost workers in the main process, revokes) updates the Job exactly once;
+- that transaction does not wait for the disk (see tracking_transaction).
 """
 
 from celery import states
-from django.db import transaction
 from django.utils import timezone
 from django_celery_results.backends.database import DatabaseBackend
 
-from jobs.tracking import job_record_outcome
+from jobs.tracking import job_record_outcome, tracking_transaction
 
 _UPDATED_ON_CONFLICT = [
     "status",
@@ -55,7 +55,7 @@ class TrackedDatabaseBackend(DatabaseBackend):
             fields["date_started"] = timezone.now()
             update_fields.append("date_started")
         row = self.TaskModel(**fields)
-        with transaction.atomic(using=using):
+        with tracking_transaction(using):
             self.TaskModel._default_manager.using(using).bulk_create(
                 [row],
                 update_conflicts=True,

@@ -239,5 +239,73 @@ CELERY_BEAT_SCHEDULE = {
 # A PENDING job older than this is published by the relay; younger ones are
 # left to their own on-commit publish.
 JOBS_RELAY_GRACE_SECONDS = env_int("JOBS_RELAY_GRACE_SECONDS", 10)
+# Status changes written by workers wait for PostgreSQL's WAL flush only if
+# this is true (jobs.tracking.tracking_transaction says what is at stake).
+JOBS_DURABLE_TRACKING = env_bool("JOBS_DURABLE_TRACKING", False)
 # Finished jobs and their results are deleted after this many days.
 JOBS_RETENTION_DAYS = env_int("JOBS_RETENTION_DAYS", 30)
+
+# ---------------------------------------------------------------------------
+# mail_tasks: outbound email over SMTP (mail_tasks/). Begin.
+# ---------------------------------------------------------------------------
+EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+# The default is the local sink `manage.py smtp_sink` listens on, so a first
+# run never sends real mail; a deployment sets its relay here.
+EMAIL_HOST = env_str("EMAIL_HOST", "127.0.0.1")
+EMAIL_PORT = env_int("EMAIL_PORT", 1025)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+# Django's default is no timeout: a relay that stops answering would hold a
+# worker slot until the hard time limit kills it. 30 s is longer than any
+# healthy relay needs, and well inside the email queue's soft limit.
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 30)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "kit@localhost")
+# Recipients per campaign batch: one job and one SMTP connection each. Small
+# enough that a batch ends well inside the queue's time limit, large enough
+# that connection set-up is noise.
+MAIL_BATCH_SIZE = env_int("MAIL_BATCH_SIZE", 500)
+# Messages per second across every worker, and per recipient domain; 0 is no
+# limit. Relays and big receivers (Gmail, Outlook) throttle senders that go
+# faster, so set these to what your provider allows.
+MAIL_RATE_PER_SECOND = env_int("MAIL_RATE_PER_SECOND", 0)
+MAIL_RATE_PER_DOMAIN_PER_SECOND = env_int("MAIL_RATE_PER_DOMAIN_PER_SECOND", 0)
+# First delay before a transient failure (4xx, refused, timeout) is retried;
+# it doubles per attempt with full jitter (jobs.queues.RetryPolicy). Relays
+# answer 4xx when throttling or greylisting, which lasts minutes, not seconds.
+MAIL_RETRY_BACKOFF_SECONDS = env_int("MAIL_RETRY_BACKOFF_SECONDS", 15)
+MAIL_RETRY_MAX = env_int("MAIL_RETRY_MAX", 8)
+# ---------------------------------------------------------------------------
+# mail_tasks. End.
+# ---------------------------------------------------------------------------
+
+# ---------------------------------------------------------------------------
+# media_tasks: images with Pillow (media_tasks/). Begin.
+# ---------------------------------------------------------------------------
+# Made for every image from one decode. Width only: that wide, height by
+# aspect ratio; width and height: fit inside, or fill and crop with "crop".
+# Never enlarged. Formats: JPEG or WEBP; quality 1-95.
+MEDIA_TASKS_RENDITIONS = {
+    "thumb": {"width": 150, "height": 150, "crop": True, "format": "JPEG", "quality": 80, "watermark": False},
+    "medium": {"width": 800, "format": "JPEG", "quality": 82},
+    "large": {"width": 1600, "format": "JPEG", "quality": 85},
+}
+# Formats accepted, read from the content. TIFF stays for scanners and
+# photographers; libtiff's history is why the pixel limit comes first.
+MEDIA_TASKS_ALLOWED_FORMATS = env_list("MEDIA_TASKS_ALLOWED_FORMATS", ["JPEG", "PNG", "WEBP", "GIF", "TIFF"])
+# Larger images are refused from their header, before decoding: Pillow's own
+# default (a 24-bit image of 256 MiB), above a 50 MP phone photo.
+MEDIA_TASKS_MAX_PIXELS = env_int("MEDIA_TASKS_MAX_PIXELS", 89_478_485)
+# Refused by the web layer with 413 before the body is stored.
+MEDIA_TASKS_MAX_UPLOAD_BYTES = env_int("MEDIA_TASKS_MAX_UPLOAD_BYTES", 25 * 1024 * 1024)
+MEDIA_TASKS_MAX_BATCH_FILES = env_int("MEDIA_TASKS_MAX_BATCH_FILES", 50)
+# A key of STORAGES; "default" is MEDIA_ROOT on the local file system.
+MEDIA_TASKS_STORAGE = env_str("MEDIA_TASKS_STORAGE", "default")
+# What transparent pixels become in a JPEG.
+MEDIA_TASKS_BACKGROUND = env_str("MEDIA_TASKS_BACKGROUND", "#ffffff")
+# Watermark images a request may name: {"name": "/path/to/logo.png"}.
+MEDIA_TASKS_WATERMARKS: dict[str, str] = {}
+# ---------------------------------------------------------------------------
+# media_tasks. End.
+# ---------------------------------------------------------------------------

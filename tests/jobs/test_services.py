@@ -179,3 +179,21 @@ def test_publishing_after_a_fast_worker_started_the_job_keeps_started_and_record
     job.refresh_from_db()
     assert job.status == JobStatus.STARTED
     assert job.queued_at == job.started_at
+
+
+def test_tracking_writes_skip_the_wal_flush_but_never_inside_someone_elses_transaction(transactional_db):
+    from django.db import connection, transaction
+
+    from jobs.tracking import tracking_transaction
+
+    def synchronous_commit() -> str:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            return cursor.fetchone()[0]
+
+    with tracking_transaction():
+        assert synchronous_commit() == "off"
+    assert synchronous_commit() == "on"
+    with transaction.atomic():
+        with tracking_transaction():
+            assert synchronous_commit() == "on"
