@@ -38,7 +38,7 @@ test: install-dev chromium
 # Benchmarks, not tests: real workers on RabbitMQ and PostgreSQL, each
 # variant beside its baselines in the same run (BENCHMARKS.md).
 bench: install-dev
-	$(PY) -m bench throughput --quick
+	$(PY) -m bench all --quick
 
 clean:
 	rm -rf var test-artifacts .pytest_cache

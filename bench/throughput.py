@@ -184,7 +184,14 @@ def _versions() -> tuple[str, str]:
     return rabbitmq, postgresql
 
 
-def run(*, jobs: int, rounds: int, concurrency: int) -> dict:
+QUICK = {"jobs": 1000, "rounds": 3}
+FULL = {"jobs": 5000, "rounds": 5}
+
+
+def run(*, quick: bool, jobs: int | None = None, rounds: int | None = None, concurrency: int = 2) -> dict:
+    preset = QUICK if quick else FULL
+    jobs = jobs or preset["jobs"]
+    rounds = rounds or preset["rounds"]
     started_at = harness.now_stamp()
     scratch = harness.run_dir(started_at)
     harness.reset_vhost(settings.CELERY_BROKER_URL)

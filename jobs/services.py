@@ -192,6 +192,9 @@ def job_retry(*, job: Job, requested_by=None) -> Job:
         args=job.args,
         kwargs=job.kwargs,
         priority=job.priority,
+        # The key still guards the work: a retry of a retry while the
+        # first one is active returns it instead of running twice.
+        unique_key=job.unique_key,
         requested_by=requested_by,
         retry_of=job,
     )

@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "django_celery_results",
     "django_celery_beat",
     "jobs",
+    "media_tasks",
 ]
 
 MIDDLEWARE = [

@@ -197,3 +197,15 @@ def test_tracking_writes_skip_the_wal_flush_but_never_inside_someone_elses_trans
     with transaction.atomic():
         with tracking_transaction():
             assert synchronous_commit() == "on"
+
+
+def test_a_retry_keeps_the_unique_key_so_two_retries_do_not_run_twice():
+    failed = enqueue("jobs.noop", unique_key="image-42")
+    Job.objects.filter(pk=failed.pk).update(status=JobStatus.FAILURE)
+    failed.refresh_from_db()
+
+    first = job_retry(job=failed)
+    second = job_retry(job=failed)
+
+    assert first.unique_key == "image-42"
+    assert second.pk == first.pk

@@ -1,0 +1,244 @@
+"""The image API: upload one image or a batch (202 Accepted; the work runs
+on the images queue) and follow them.
+
+Uploading needs media_tasks.add_image. A user reads their own images and
+batches, and anyone's with media_tasks.view_image; others get 404. The web
+process never parses an uploaded image: it checks sizes, stores the bytes
+under a generated name and enqueues; the worker reads the content.
+"""
+
+from django.conf import settings
+from django.core.files.uploadhandler import FileUploadHandler, SkipFile
+from django.db.models import QuerySet
+from django.urls import reverse
+from rest_framework import serializers, status
+from rest_framework.exceptions import APIException, NotFound, PermissionDenied, ValidationError
+from rest_framework.parsers import MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from jobs.api import job_representation
+from jobs.exceptions import BadInput
+from jobs.models import JobStatus
+from media_tasks import services
+from media_tasks.conf import OUTPUT_FORMATS, POSITIONS, QUALITY_RANGE, WATERMARK_TEXT_MAX, Options, Watermark
+from media_tasks.models import Image, ImageBatch, Rendition
+
+# Room for the multipart framing and the option fields around the files.
+MULTIPART_ALLOWANCE = 64 * 1024
+LIST_LIMIT = 100
+
+
+class PayloadTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "payload_too_large"
+
+
+class _FileSizeLimit(FileUploadHandler):
+    """Drops a file part as soon as it passes the limit, so an oversized file
+    is never stored whole, even when no Content-Length announced it. The
+    other fields are still read: a CSRF token may come after the file."""
+
+    def __init__(self, request, limit: int):
+        super().__init__(request)
+        self.limit = limit
+        self.too_large: str | None = None
+
+    def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes:
+        if start + len(raw_data) > self.limit:
+            self.too_large = self.file_name
+            raise SkipFile()
+        return raw_data
+
+    def file_complete(self, file_size: int) -> None:
+        return None  # the next handler builds the file
+
+
+class _Flag(serializers.BooleanField):
+    # In form data an absent checkbox means "not sent", so the default holds
+    # (DRF would read it as False).
+    default_empty_html = serializers.empty
+
+
+class OptionsRequest(serializers.Serializer):
+    format = serializers.ChoiceField(choices=list(OUTPUT_FORMATS), required=False)
+    quality = serializers.IntegerField(min_value=QUALITY_RANGE[0], max_value=QUALITY_RANGE[1], required=False)
+    strip_metadata = _Flag(default=True)
+    watermark_text = serializers.CharField(max_length=WATERMARK_TEXT_MAX, required=False, allow_blank=True)
+    watermark_image = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    watermark_position = serializers.ChoiceField(choices=POSITIONS, default="bottom-right")
+    watermark_opacity = serializers.FloatField(min_value=0.01, max_value=1, default=0.5)
+
+    def validate(self, data) -> dict:
+        try:
+            watermark = None
+            if data.get("watermark_text") or data.get("watermark_image"):
+                watermark = Watermark(
+                    text=data.get("watermark_text", ""),
+                    image=data.get("watermark_image", ""),
+                    position=data["watermark_position"],
+                    opacity=data["watermark_opacity"],
+                )
+            data["options"] = Options(
+                format=data.get("format"), quality=data.get("quality"),
+                strip_metadata=data["strip_metadata"], watermark=watermark,
+            )  # fmt: skip
+        except BadInput as exc:
+            raise ValidationError({"options": str(exc)}) from None
+        return data
+
+
+def rendition_representation(rendition: Rendition, request: Request) -> dict:
+    return {
+        "name": rendition.name,
+        "url": request.build_absolute_uri(rendition.file.url),
+        "format": rendition.format,
+        "width": rendition.width,
+        "height": rendition.height,
+        "bytes": rendition.bytes,
+    }
+
+
+def image_representation(image: Image, request: Request) -> dict:
+    job = image.job
+    return {
+        "id": str(image.id),
+        "url": request.build_absolute_uri(reverse("media_tasks:image-detail", args=[image.id])),
+        "original_name": image.original_name,
+        "original_bytes": image.original_bytes,
+        "batch": (
+            request.build_absolute_uri(reverse("media_tasks:batch-detail", args=[image.batch_id]))
+            if image.batch_id
+            else None
+        ),
+        # Before its job exists the image is waiting like one.
+        "status": job.status if job else JobStatus.PENDING.value,
+        "progress": {"percent": job.progress, "message": job.progress_message}
+        if job
+        else {"percent": 0, "message": ""},
+        "error": (job.error or None) if job else None,
+        "job": job_representation(job, request, with_result=False) if job else None,
+        "format": image.format or None,
+        "width": image.width,
+        "height": image.height,
+        "renditions": [rendition_representation(r, request) for r in image.renditions.all()],
+        "created_at": image.created_at,
+    }
+
+
+def batch_representation(batch: ImageBatch, request: Request) -> dict:
+    images = batch.images.select_related("job").order_by("created_at")
+    return {
+        "id": str(batch.id),
+        "url": request.build_absolute_uri(reverse("media_tasks:batch-detail", args=[batch.id])),
+        **services.batch_summary(batch=batch),
+        "images": [
+            {
+                "id": str(image.id),
+                "url": request.build_absolute_uri(reverse("media_tasks:image-detail", args=[image.id])),
+                "original_name": image.original_name,
+                "status": image.job.status if image.job else JobStatus.PENDING.value,
+                "error": (image.job.error or None) if image.job else None,
+            }
+            for image in images
+        ],
+        "created_at": batch.created_at,
+    }
+
+
+def _visible(request: Request, queryset: QuerySet) -> QuerySet:
+    if request.user.has_perm("media_tasks.view_image"):
+        return queryset
+    return queryset.filter(requested_by=request.user)
+
+
+class _UploadView(APIView):
+    parser_classes = [MultiPartParser]
+    max_files = 1
+
+    def initial(self, request: Request, *args, **kwargs) -> None:
+        # Before authentication: a session login's CSRF check reads the body,
+        # and the size limits must be in place before anything reads it.
+        if request.method == "POST":
+            limit = settings.MEDIA_TASKS_MAX_UPLOAD_BYTES
+            most = limit * self.max_files + MULTIPART_ALLOWANCE
+            length = request.META.get("CONTENT_LENGTH") or "0"
+            length = int(length) if length.isdigit() else 0  # malformed: Django's parser refuses it
+            if length > most:
+                raise PayloadTooLarge(
+                    f"The request is {length:,} bytes; at most {self.max_files} file(s) "
+                    f"of {limit:,} bytes each are accepted."
+                )
+            self.size_limit = _FileSizeLimit(request._request, limit)
+            request._request.upload_handlers = [self.size_limit, *request._request.upload_handlers]
+        super().initial(request, *args, **kwargs)
+
+    def uploaded(self, request: Request, field: str) -> tuple[list, Options]:
+        if not request.user.has_perm("media_tasks.add_image"):
+            raise PermissionDenied("Uploading images needs the media_tasks.add_image permission.")
+        files = request.FILES.getlist(field)
+        if self.size_limit.too_large is not None:
+            raise PayloadTooLarge(
+                f"{services.display_name(self.size_limit.too_large)!r} is larger than "
+                f"{settings.MEDIA_TASKS_MAX_UPLOAD_BYTES:,} bytes."
+            )
+        options = OptionsRequest(data=request.data)
+        options.is_valid(raise_exception=True)
+        return files, options.validated_data["options"]
+
+
+class ImageCollection(_UploadView):
+    def post(self, request: Request) -> Response:
+        """multipart/form-data: `file`, and optional options (OptionsRequest)."""
+        files, options = self.uploaded(request, "file")
+        if len(files) != 1:
+            raise ValidationError(
+                {"file": "Send exactly one file in the 'file' field; several go to /api/images/batches/."}
+            )
+        try:
+            image = services.image_upload(file=files[0], options=options, requested_by=request.user)
+        except BadInput as exc:
+            raise ValidationError({"file": str(exc)}) from None
+        body = image_representation(image, request)
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
+
+    def get(self, request: Request) -> Response:
+        images = _visible(request, Image.objects.select_related("job").prefetch_related("renditions"))
+        return Response({"results": [image_representation(image, request) for image in images[:LIST_LIMIT]]})
+
+
+class ImageDetail(APIView):
+    def get(self, request: Request, image_id) -> Response:
+        image = (
+            _visible(request, Image.objects.select_related("job").prefetch_related("renditions"))
+            .filter(pk=image_id)
+            .first()
+        )
+        if image is None:
+            raise NotFound("No such image.")
+        return Response(image_representation(image, request))
+
+
+class BatchCollection(_UploadView):
+    @property
+    def max_files(self) -> int:
+        return settings.MEDIA_TASKS_MAX_BATCH_FILES
+
+    def post(self, request: Request) -> Response:
+        """multipart/form-data: `files` (repeated), and optional options."""
+        files, options = self.uploaded(request, "files")
+        try:
+            batch = services.batch_upload(files=files, options=options, requested_by=request.user)
+        except BadInput as exc:
+            raise ValidationError({"files": str(exc)}) from None
+        body = batch_representation(batch, request)
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
+
+
+class BatchDetail(APIView):
+    def get(self, request: Request, batch_id) -> Response:
+        batch = _visible(request, ImageBatch.objects.all()).filter(pk=batch_id).first()
+        if batch is None:
+            raise NotFound("No such batch.")
+        return Response(batch_representation(batch, request))

@@ -1,0 +1,11 @@
+from django.urls import path
+
+from media_tasks import api
+
+app_name = "media_tasks"
+urlpatterns = [
+    path("images/", api.ImageCollection.as_view(), name="image-list"),
+    path("images/<uuid:image_id>/", api.ImageDetail.as_view(), name="image-detail"),
+    path("images/batches/", api.BatchCollection.as_view(), name="batch-list"),
+    path("images/batches/<uuid:batch_id>/", api.BatchDetail.as_view(), name="batch-detail"),
+]
