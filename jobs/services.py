@@ -12,7 +12,7 @@ from amqp.exceptions import AMQPError, MessageNacked
 from celery import current_app
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Case, F, Value, When
+from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Coalesce, Least
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerUnavailable
@@ -120,12 +120,27 @@ def enqueue(
     )
 
 
+def _eta_horizon():
+    return timezone.now() + timedelta(seconds=settings.JOBS_BROKER_ETA_HORIZON_SECONDS)
+
+
+def _held_back(job: Job) -> bool:
+    """A job due later than the horizon waits in the database, not on the
+    broker: a worker holds a message with an ETA unacknowledged until it is
+    due, and RabbitMQ closes the channel of a consumer that holds one longer
+    than its consumer_timeout. The relay publishes it once it is near."""
+    return job.eta is not None and job.eta > _eta_horizon()
+
+
 def job_publish(job: Job) -> bool:
     """Send a committed job to the broker and mark it QUEUED.
 
     Returns False, leaving the job PENDING for the relay, when the broker does
-    not confirm the message.
+    not confirm the message, or when the job is due too far ahead to wait on
+    the broker (see _held_back).
     """
+    if _held_back(job):
+        return False
     task = get_job_task(job.task_name)
     limits = QUEUE_TIME_LIMITS[Queue(job.queue)]
     eta = job.eta if job.eta and job.eta > timezone.now() else None
@@ -159,7 +174,7 @@ def outbox_relay(*, grace_seconds: int | None = None, batch_size: int = 500) -> 
     """Publish jobs that committed but never reached the broker.
 
     Jobs younger than the grace period are left to their own on-commit
-    publish. Rows are locked with SKIP LOCKED (PostgreSQL), so two relays
+    publish; jobs due beyond the ETA horizon wait until they come near. Rows are locked with SKIP LOCKED (PostgreSQL), so two relays
     never publish the same job; on SQLite there is one writer anyway.
     Returns how many jobs were published; stops at the first broker failure.
     """
@@ -172,6 +187,7 @@ def outbox_relay(*, grace_seconds: int | None = None, batch_size: int = 500) -> 
             batch = list(
                 Job.objects.select_for_update(skip_locked=True)
                 .filter(status=JobStatus.PENDING, created_at__lt=cutoff)
+                .filter(Q(eta__isnull=True) | Q(eta__lte=_eta_horizon()))
                 .order_by("created_at")[:batch_size]
             )
             for job in batch:

@@ -240,6 +240,10 @@ CELERY_BEAT_SCHEDULE = {
 # A PENDING job older than this is published by the relay; younger ones are
 # left to their own on-commit publish.
 JOBS_RELAY_GRACE_SECONDS = env_int("JOBS_RELAY_GRACE_SECONDS", 10)
+# A job due further ahead than this waits in the database and is published
+# by the relay when it comes near, never parked on the broker for long
+# (RabbitMQ's consumer_timeout; jobs.services._held_back).
+JOBS_BROKER_ETA_HORIZON_SECONDS = env_int("JOBS_BROKER_ETA_HORIZON_SECONDS", 120)
 # Status changes written by workers wait for PostgreSQL's WAL flush only if
 # this is true (jobs.tracking.tracking_transaction says what is at stake).
 JOBS_DURABLE_TRACKING = env_bool("JOBS_DURABLE_TRACKING", False)

@@ -79,3 +79,30 @@ def test_the_relay_leaves_young_jobs_to_their_own_publish(broker, transactional_
     Job.objects.create(task_name=noop.name, queue="default")
     assert outbox_relay(grace_seconds=60) == 0
     assert _messages_in_default_queue() == 0
+
+
+def test_a_job_due_beyond_the_horizon_waits_in_the_database_until_it_comes_near(broker, transactional_db):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    job = enqueue("jobs.noop", countdown=3600)  # committed at once: autocommit
+    job.refresh_from_db()
+    assert (job.status, _messages_in_default_queue()) == (JobStatus.PENDING, 0)
+    assert outbox_relay(grace_seconds=0) == 0
+
+    Job.objects.filter(pk=job.pk).update(eta=timezone.now() + timedelta(seconds=30))
+    assert outbox_relay(grace_seconds=0) == 1
+    assert Job.objects.get(pk=job.pk).status == JobStatus.QUEUED
+
+
+def test_a_countdown_job_runs_when_it_is_due(broker, start_worker):
+    from django.utils import timezone
+
+    start_worker()
+    job = enqueue("jobs.noop", countdown=2)
+    wait_for(lambda: Job.objects.get(pk=job.pk).status == JobStatus.SUCCESS, what="the countdown job to run")
+    job.refresh_from_db()
+    assert job.started_at >= job.eta
+    assert job.eta > job.created_at
+    assert job.finished_at <= timezone.now()
