@@ -264,6 +264,30 @@ def jobs_requeue(*, statuses=(JobStatus.FAILURE, JobStatus.DEAD), task_name: str
     return count
 
 
+def jobs_reap_lost(*, grace_seconds: int | None = None) -> int:
+    """Mark LOST the jobs STARTED longer than their queue's hard time limit
+    plus a grace period: by then the worker would have been killed by the
+    limit and the job recorded as failed, so nobody is running it. (A job
+    whose worker died is redelivered by RabbitMQ and starts afresh, so it is
+    not caught here unless no worker consumes its queue any more.) One
+    UPDATE per queue; a person can retry them from the admin."""
+    if grace_seconds is None:
+        grace_seconds = settings.JOBS_LOST_GRACE_SECONDS
+    now = timezone.now()
+    reaped = 0
+    for queue, limits in QUEUE_TIME_LIMITS.items():
+        reaped += Job.objects.filter(
+            status=JobStatus.STARTED,
+            queue=queue.value,
+            started_at__lt=now - timedelta(seconds=limits.hard + grace_seconds),
+        ).update(
+            status=JobStatus.LOST,
+            finished_at=now,
+            error=f"Started more than {limits.hard + grace_seconds} s ago and never finished: its worker vanished.",
+        )
+    return reaped
+
+
 def jobs_prune(*, older_than: timedelta | None = None, batch_size: int = 5000) -> int:
     """Delete finished jobs and their TaskResult rows older than the
     retention period, one batch per transaction (short locks, flat memory)."""

@@ -1,5 +1,6 @@
 """The job core's own tasks: two public utility jobs, and the periodic
-outbox relay and pruning that beat schedules (config/settings/base.py)."""
+outbox relay, lost-job reaper and pruning that beat schedules
+(config/settings/base.py)."""
 
 import time
 
@@ -29,6 +30,11 @@ def sleep(self, seconds: float = 1.0, steps: int = 10) -> dict:
 @shared_task(name="jobs.relay_outbox", ignore_result=True, queue=Queue.DEFAULT.value)
 def relay_outbox() -> int:
     return services.outbox_relay()
+
+
+@shared_task(name="jobs.reap_lost", ignore_result=True, queue=Queue.DEFAULT.value)
+def reap_lost() -> int:
+    return services.jobs_reap_lost()
 
 
 @shared_task(name="jobs.prune", ignore_result=True, queue=Queue.DEFAULT.value)

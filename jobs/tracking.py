@@ -23,7 +23,10 @@ class StartOutcome(Enum):
     UNTRACKED = "untracked"  # no Job row: a plain Celery call, run it as such
 
 
-_RUNNABLE = (JobStatus.PENDING, JobStatus.QUEUED, JobStatus.STARTED, JobStatus.RETRYING)
+# LOST is runnable: the reaper marks a job LOST when its worker has been gone
+# too long, but if the broker still had the message after all, running it
+# is better than dropping it.
+_RUNNABLE = (JobStatus.PENDING, JobStatus.QUEUED, JobStatus.STARTED, JobStatus.RETRYING, JobStatus.LOST)
 
 
 @contextmanager
@@ -65,7 +68,8 @@ def job_mark_started(*, job_id: str, worker: str) -> StartOutcome:
     started MAX_DELIVERIES times without finishing, in one UPDATE.
 
     STARTED is runnable because a job whose worker died mid-task comes back
-    in that state. SUCCESS, FAILURE, REVOKED and DEAD are not: a redelivered
+    in that state (LOST too, see _RUNNABLE). SUCCESS, FAILURE, REVOKED and
+    DEAD are not: a redelivered
     copy of a finished job, or a job cancelled while queued, is acknowledged
     without running.
     """

@@ -227,6 +227,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env_int("JOBS_RELAY_INTERVAL_SECONDS", 10),
         "options": {"priority": PRIORITY_VALUE[Priority.HIGH]},
     },
+    "jobs-reap-lost": {
+        "task": "jobs.reap_lost",
+        "schedule": 300,
+        "options": {"priority": PRIORITY_VALUE[Priority.LOW]},
+    },
     "jobs-prune": {
         "task": "jobs.prune",
         "schedule": 3600,
@@ -247,6 +252,8 @@ JOBS_BROKER_ETA_HORIZON_SECONDS = env_int("JOBS_BROKER_ETA_HORIZON_SECONDS", 120
 # Status changes written by workers wait for PostgreSQL's WAL flush only if
 # this is true (jobs.tracking.tracking_transaction says what is at stake).
 JOBS_DURABLE_TRACKING = env_bool("JOBS_DURABLE_TRACKING", False)
+# A job STARTED longer than its queue's hard time limit plus this is LOST.
+JOBS_LOST_GRACE_SECONDS = env_int("JOBS_LOST_GRACE_SECONDS", 300)
 # Finished jobs and their results are deleted after this many days.
 JOBS_RETENTION_DAYS = env_int("JOBS_RETENTION_DAYS", 30)
 

@@ -209,3 +209,23 @@ def test_a_retry_keeps_the_unique_key_so_two_retries_do_not_run_twice():
 
     assert first.unique_key == "image-42"
     assert second.pk == first.pk
+
+
+def test_the_reaper_marks_lost_only_jobs_started_longer_than_their_limit_and_they_can_still_run():
+    from jobs.queues import QUEUE_TIME_LIMITS, Queue
+    from jobs.services import jobs_reap_lost
+
+    limit = QUEUE_TIME_LIMITS[Queue.DEFAULT].hard
+    vanished, running, queued = (enqueue("jobs.noop") for _ in range(3))
+    Job.objects.filter(pk__in=[vanished.pk, running.pk]).update(status=JobStatus.STARTED)
+    Job.objects.filter(pk=vanished.pk).update(started_at=timezone.now() - timedelta(seconds=limit + 61))
+    Job.objects.filter(pk=running.pk).update(started_at=timezone.now() - timedelta(seconds=limit - 5))
+    Job.objects.filter(pk=queued.pk).update(status=JobStatus.QUEUED, created_at=timezone.now() - timedelta(days=1))
+
+    assert jobs_reap_lost(grace_seconds=60) == 1
+
+    statuses = dict(Job.objects.values_list("pk", "status"))
+    assert (statuses[vanished.pk], statuses[running.pk], statuses[queued.pk]) == ("LOST", "STARTED", "QUEUED")
+    assert "its worker vanished" in Job.objects.get(pk=vanished.pk).error
+    # If the broker had the message after all, it runs rather than vanishes.
+    assert job_mark_started(job_id=str(vanished.id), worker="w2") is StartOutcome.RUN
