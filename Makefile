@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test bench install install-dev chromium clean
+.PHONY: run test bench install install-dev system-packages clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,15 +24,19 @@ install: $(VENV)/.runtime-installed
 
 install-dev: $(VENV)/.dev-installed
 
-# Browser tests drive Debian's Chromium through Playwright (Playwright's own
-# browser download is not used).
-chromium:
-	@test -x $(CHROMIUM) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+# System packages the tests use: Debian's Chromium, driven by Playwright
+# (Playwright's own browser download is not used), and a compose client to
+# validate compose/ (no engine: --no-install-recommends keeps it out).
+system-packages:
+	@test -x $(CHROMIUM) && command -v docker-compose >/dev/null || { \
+	  apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose; }
 
 run: install
 	$(PY) manage.py up
 
-test: install-dev chromium
+test: install-dev system-packages
 	$(PY) -m pytest
 
 # Benchmarks, not tests: real workers on RabbitMQ and PostgreSQL, each

@@ -6,6 +6,7 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("jobs.urls")),
+    path("", include("ops.urls")),
     path("api/", include("media_tasks.urls")),
 ]
 # Uploaded originals and renditions under `make run`; in production the web

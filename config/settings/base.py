@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "django_celery_results",
     "django_celery_beat",
     "jobs",
+    "ops",
     "media_tasks",
 ]
 
@@ -320,4 +321,25 @@ MEDIA_TASKS_BACKGROUND = env_str("MEDIA_TASKS_BACKGROUND", "#ffffff")
 MEDIA_TASKS_WATERMARKS: dict[str, str] = {}
 # ---------------------------------------------------------------------------
 # media_tasks. End.
+# ---------------------------------------------------------------------------
+
+# ---------------------------------------------------------------------------
+# ops: metrics, health check and the admin dashboard (ops/). Begin.
+# ---------------------------------------------------------------------------
+# Bearer token Prometheus sends to /metrics; empty: staff sessions only (and
+# loopback clients while DEBUG is on). See ops/views.py.
+OPS_METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+# Finished-job figures look at jobs created at most this long before they
+# finished: it bounds each query by the created_at index (ops/stats.py).
+OPS_METRICS_LOOKBACK_HOURS = env_int("OPS_METRICS_LOOKBACK_HOURS", 24)
+# The window of kit_job_error_ratio.
+OPS_METRICS_RECENT_SECONDS = env_int("OPS_METRICS_RECENT_SECONDS", 300)
+# A broadcast to the workers (ping, stats) waits this long for replies...
+OPS_INSPECT_TIMEOUT_SECONDS = env_int("OPS_INSPECT_TIMEOUT_MS", 1000) / 1000
+# ...so its answer is reused this long; queue depths are cheap, but a
+# dashboard or two Prometheus servers should not open a connection each.
+OPS_WORKERS_CACHE_SECONDS = env_int("OPS_WORKERS_CACHE_SECONDS", 15)
+OPS_BROKER_CACHE_SECONDS = env_int("OPS_BROKER_CACHE_SECONDS", 5)
+# ---------------------------------------------------------------------------
+# ops. End.
 # ---------------------------------------------------------------------------

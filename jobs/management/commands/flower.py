@@ -1,5 +1,6 @@
 import ipaddress
 import os
+from urllib.parse import quote, unquote, urlparse
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -13,6 +14,38 @@ AUTH_ENV = "FLOWER_BASIC_AUTH"
 DEFAULT_PORT = 5555
 # A Flower killed without warning loses at most this much task history.
 STATE_SAVE_INTERVAL_MS = 60_000
+# RabbitMQ's management API, for Flower's Broker tab. Flower reads the
+# variable itself; unset, it is derived from the broker URL.
+BROKER_API_ENV = "FLOWER_BROKER_API"
+MANAGEMENT_PORT = {"amqp": 15672, "pyamqp": 15672, "amqps": 15671}
+
+
+def broker_api_url(broker_url: str) -> str | None:
+    """The management API of an amqp:// broker: the same host and login, the
+    management plugin's port (https for amqps). None for other brokers."""
+    parsed = urlparse(broker_url)
+    port = MANAGEMENT_PORT.get(parsed.scheme)
+    if port is None:
+        return None
+    scheme = "https" if parsed.scheme == "amqps" else "http"
+    user = quote(unquote(parsed.username or "guest"), safe="")
+    password = quote(unquote(parsed.password or "guest"), safe="")
+    return f"{scheme}://{user}:{password}@{parsed.hostname or 'localhost'}:{port}/api/"
+
+
+def broker_api_configure() -> str | None:
+    """Set FLOWER_BROKER_API for the Flower about to run in this process,
+    unless it is set already; return it. An environment variable, not an
+    argument: the URL holds the broker password, and `ps` shows arguments."""
+    configured = os.environ.get(BROKER_API_ENV, "").strip()
+    if configured:
+        if urlparse(configured).scheme not in ("http", "https"):
+            raise CommandError(f"{BROKER_API_ENV} must be an http(s):// URL of RabbitMQ's management API.")
+        return configured
+    derived = broker_api_url(settings.CELERY_BROKER_URL)
+    if derived:
+        os.environ[BROKER_API_ENV] = derived
+    return derived
 
 
 def is_loopback(address: str) -> bool:
@@ -60,6 +93,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         if not flower_auth_check(options["address"]):
             self.stderr.write(f"Flower runs without a login ({AUTH_ENV} is unset; DEBUG, loopback only).")
+        broker_api_configure()
         settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
         code = celery_run(self.build_argv(options))
         if code:

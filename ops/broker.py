@@ -1,0 +1,161 @@
+"""What only the broker and the workers know: queue depths, and which
+workers answer and what they use. Each answer is cached briefly per process.
+
+A broadcast (`celery inspect`) waits its whole timeout for replies from
+workers it cannot count in advance, so every uncached call costs that
+timeout; the cache keeps a dashboard reload or a Prometheus scrape from
+paying it each time, and the lock keeps concurrent requests from sending a
+broadcast each.
+"""
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from celery import current_app
+from django.conf import settings
+from kombu.exceptions import OperationalError
+
+from jobs.queues import Queue
+
+logger = logging.getLogger(__name__)
+
+
+class TTLCache:
+    """Values computed at most once per `seconds` (per key, per process)."""
+
+    def __init__(self):
+        self._values: dict[str, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str, seconds: float, compute: Callable[[], Any]) -> Any:
+        with self._lock:
+            cached = self._values.get(key)
+            if cached is not None and time.monotonic() - cached[0] < seconds:
+                return cached[1]
+            value = compute()
+            self._values[key] = (time.monotonic(), value)
+            return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._values.clear()
+
+
+cache = TTLCache()
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    messages: int  # ready for a consumer (not the unacknowledged ones a worker holds)
+    consumers: int  # worker connections consuming it
+
+
+def queue_depths() -> dict[str, QueueDepth] | None:
+    """Per kit queue, from a passive declare (asks, creates nothing); None if
+    the broker cannot be reached."""
+    return cache.get("queue_depths", settings.OPS_BROKER_CACHE_SECONDS, _queue_depths)
+
+
+def _queue_depths() -> dict[str, QueueDepth] | None:
+    depths: dict[str, QueueDepth] = {}
+    connection = current_app.connection_for_read(connect_timeout=2)
+    try:
+        # One quick retry: a scrape should fail fast, not hang on a dead broker.
+        connection.ensure_connection(max_retries=1, interval_start=0, timeout=3)
+        for queue in Queue:
+            # A passive declare of a queue that does not exist yet (no worker
+            # or publisher declared it) closes its channel: one channel per
+            # queue keeps that from failing the others.
+            channel = connection.channel()
+            try:
+                _, messages, consumers = channel.queue_declare(queue=queue.value, passive=True)
+                depths[queue.value] = QueueDepth(messages=messages, consumers=consumers)
+            except connection.channel_errors:
+                depths[queue.value] = QueueDepth(messages=0, consumers=0)
+            finally:
+                _close_quietly(channel, connection)
+    except broker_errors(connection):
+        logger.warning("Queue depths unavailable: the broker did not answer.", exc_info=True)
+        return None
+    finally:
+        connection.release()
+    return depths
+
+
+def broker_errors(connection) -> tuple[type[BaseException], ...]:
+    """What a broker that is down or misbehaving raises: a page or a scrape
+    reports it instead of failing."""
+    return (OSError, OperationalError, *connection.connection_errors, *connection.channel_errors)
+
+
+def _close_quietly(channel, connection) -> None:
+    try:
+        channel.close()
+    except (*connection.channel_errors, *connection.connection_errors, OSError):
+        pass
+
+
+def workers_online() -> list[str]:
+    """Node names of the workers that answered a ping, sorted."""
+    return cache.get("ping", settings.OPS_WORKERS_CACHE_SECONDS, _ping)
+
+
+def _ping() -> list[str]:
+    try:
+        replies = current_app.control.inspect(timeout=settings.OPS_INSPECT_TIMEOUT_SECONDS).ping() or {}
+    except broker_errors(current_app.connection_for_read()):
+        logger.warning("Workers unavailable: the broadcast failed.", exc_info=True)
+        return []
+    return sorted(replies)
+
+
+@dataclass(frozen=True)
+class WorkerStats:
+    name: str
+    concurrency: int
+    processes: int
+    tasks: int  # tasks this worker received since it started
+    uptime: float  # seconds
+    cpu_seconds: float  # user + system time of the main process
+    max_rss_mib: float  # peak resident memory of the main process
+
+    @property
+    def cpu_percent(self) -> float:
+        """Average CPU use since start: the main process only (the pool's
+        children are separate processes that rusage(SELF) does not count)."""
+        return 100 * self.cpu_seconds / self.uptime if self.uptime else 0.0
+
+
+def workers_stats() -> list[WorkerStats]:
+    return cache.get("stats", settings.OPS_WORKERS_CACHE_SECONDS, _stats)
+
+
+def _stats() -> list[WorkerStats]:
+    try:
+        replies = current_app.control.inspect(timeout=settings.OPS_INSPECT_TIMEOUT_SECONDS).stats() or {}
+    except broker_errors(current_app.connection_for_read()):
+        logger.warning("Worker statistics unavailable: the broadcast failed.", exc_info=True)
+        return []
+    return [worker_stats(name, reply) for name, reply in sorted(replies.items())]
+
+
+def worker_stats(name: str, reply: dict) -> WorkerStats:
+    """One reply of `celery inspect stats`, read defensively: pools and
+    Celery versions differ in what they report."""
+    pool = reply.get("pool") or {}
+    rusage = reply.get("rusage") or {}
+    processes = pool.get("processes")
+    return WorkerStats(
+        name=name,
+        concurrency=int(pool.get("max-concurrency") or 0),
+        processes=len(processes) if isinstance(processes, list) else int(pool.get("max-concurrency") or 0),
+        tasks=sum((reply.get("total") or {}).values()),
+        uptime=float(reply.get("uptime") or 0),
+        cpu_seconds=float(rusage.get("utime") or 0) + float(rusage.get("stime") or 0),
+        # Linux reports ru_maxrss in KiB.
+        max_rss_mib=float(rusage.get("maxrss") or 0) / 1024,
+    )
