@@ -36,6 +36,9 @@ def test_database_url() -> str:
     return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
+test_database_url.__test__ = False  # a helper: pytest must not collect it when imported
+
+
 class WorkerProcess:
     """A real `celery worker` process (prefork pool by default)."""
 

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import smtplib
 import socket
 import subprocess
 import sys
@@ -33,7 +34,7 @@ STOP_TIMEOUT = 40
 NOT_INHERITED = (
     "DATABASE_URL", "CELERY_BROKER_URL", "CELERY_WORKER_SEND_TASK_EVENTS", "DJANGO_SECRET_KEY",
     "DJANGO_ALLOWED_HOSTS", "DJANGO_DEBUG", "DJANGO_SUPERUSER_USERNAME", "DJANGO_SUPERUSER_PASSWORD",
-    "FLOWER_BASIC_AUTH", "RUN_MAIN", "LOG_LEVEL",
+    "FLOWER_BASIC_AUTH", "RUN_MAIN", "LOG_LEVEL", "EMAIL_HOST", "EMAIL_PORT",
 )  # fmt: skip
 
 
@@ -134,6 +135,8 @@ def first_run(tmp_path):
         DJANGO_SETTINGS_MODULE="config.settings.local",
         KIT_VAR_DIR=str(var_dir),
         FLOWER_BASIC_AUTH=":".join(FLOWER_LOGIN),
+        # The local SMTP sink `up` starts, on a port no other run holds.
+        EMAIL_PORT=str(free_port()),
         PYTHONUNBUFFERED="1",
     )
     marker = f"KIT_VAR_DIR={var_dir}".encode()
@@ -176,6 +179,11 @@ def test_up_runs_a_job_on_sqlite_and_the_filesystem_broker_and_stops_cleanly(fir
         assert done["progress"]["percent"] == 100
         assert (var_dir / "db.sqlite3").is_file()
         assert (var_dir / "broker" / "queue").is_dir()
+
+        # The SMTP sink takes mail where EMAIL_HOST/EMAIL_PORT point.
+        up.wait_for_line(rf"^  Mail sink {re.escape(web)}/mail/sink/  \(SMTP on 127\.0\.0\.1:{env['EMAIL_PORT']}\)$")
+        with smtplib.SMTP("127.0.0.1", int(env["EMAIL_PORT"]), timeout=10) as smtp:
+            assert smtp.noop()[0] == 250
 
         assert http(f"{flower}/", login=None)[0] == 401
         assert http(f"{flower}/", login=("flower", "wrong"))[0] == 401

@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "jobs",
     "ops",
     "media_tasks",
+    "mail_tasks",
 ]
 
 MIDDLEWARE = [

@@ -375,22 +375,30 @@ def up_options(*args) -> dict:
     return vars(UpCommand().create_parser("manage.py", "up").parse_args(args))
 
 
-def test_up_runs_one_worker_per_group_beside_web_beat_and_flower():
+def test_up_runs_one_worker_per_group_beside_web_beat_flower_and_the_smtp_sink():
     commands = dict(UpCommand().child_commands(up_options("--port", "8123", "--flower-port", "5123")))
 
-    assert list(commands) == ["web", "worker:general", "worker:heavy", "beat", "flower"]
+    assert list(commands) == ["web", "worker:general", "worker:heavy", "beat", "flower", "smtp-sink"]
     assert commands["web"][2:] == ["runserver", "127.0.0.1:8123"]
+    assert commands["smtp-sink"][2:] == ["smtp_sink"]
     assert commands["worker:heavy"][2:] == ["worker", "--group", "heavy", "--concurrency", "2"]
     assert commands["flower"][2:] == ["flower", "--address", "127.0.0.1", "--port", "5123"]
     assert all(argv[0] == sys.executable and argv[1].endswith("manage.py") for argv in commands.values())
 
 
-def test_up_can_leave_out_flower_beat_and_reloading():
-    commands = dict(UpCommand().child_commands(up_options("--no-flower", "--no-beat", "--noreload")))
+def test_up_can_leave_out_flower_beat_the_smtp_sink_and_reloading():
+    commands = dict(
+        UpCommand().child_commands(up_options("--no-flower", "--no-beat", "--no-smtp-sink", "--noreload"))
+    )
 
     assert list(commands) == ["web", "worker:general", "worker:heavy"]
     assert commands["web"][-1] == "--noreload"
     assert commands["worker:general"][-1] == "--no-autoreload"
+
+
+def test_up_starts_no_smtp_sink_when_mail_goes_to_a_real_relay(settings):
+    settings.EMAIL_HOST = "smtp.example.com"
+    assert "smtp-sink" not in dict(UpCommand().child_commands(up_options()))
 
 
 def test_up_refuses_a_port_in_use():

@@ -81,7 +81,7 @@ def broker_tables_prepare() -> None:
 
 
 class Command(BaseCommand):
-    help = "Run everything for development (web app, workers, beat, Flower) after migrating; Ctrl-C stops it all."
+    help = "Run everything for development (web app, workers, beat, Flower, SMTP sink) after migrating; Ctrl-C stops it all."
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=positive_int, default=WEB_PORT, help=f"Web app port (default: {WEB_PORT}).")
@@ -96,6 +96,11 @@ class Command(BaseCommand):
         )
         parser.add_argument("--no-flower", action="store_true", help="Do not start Flower.")
         parser.add_argument("--no-beat", action="store_true", help="Do not start beat (no periodic tasks).")
+        parser.add_argument(
+            "--no-smtp-sink",
+            action="store_true",
+            help="Do not start the local SMTP sink (it only starts when EMAIL_HOST is this machine).",
+        )
         parser.add_argument(
             "--noreload", action="store_true", help="Do not restart the web app and workers when code changes."
         )
@@ -134,10 +139,18 @@ class Command(BaseCommand):
             raise CommandError(f"{crashed.name} {exit_description(crashed.returncode)} unexpectedly; stopped the rest.")
         self.say("Stopped.")
 
+    @staticmethod
+    def wants_smtp_sink(options: dict) -> bool:
+        # Only when mail would go to this machine: a configured relay means
+        # real mail, and the sink must not pretend to be it.
+        return not options["no_smtp_sink"] and settings.EMAIL_HOST in ("127.0.0.1", "localhost", "::1")
+
     def check_ports(self, options: dict) -> None:
         wanted = {"--port": options["port"]}
         if not options["no_flower"]:
             wanted["--flower-port"] = options["flower_port"]
+        if self.wants_smtp_sink(options):
+            wanted["--no-smtp-sink (EMAIL_PORT)"] = settings.EMAIL_PORT
         for option, port in wanted.items():
             if not port_free(port):
                 raise CommandError(f"Port {port} on {HOST} is in use (another `manage.py up`?). Choose another with {option}.")
@@ -159,6 +172,8 @@ class Command(BaseCommand):
             commands.append(("beat", [*manage, "beat"]))
         if not options["no_flower"]:
             commands.append(("flower", [*manage, "flower", "--address", HOST, "--port", str(options["flower_port"])]))
+        if self.wants_smtp_sink(options):
+            commands.append(("smtp-sink", [*manage, "smtp_sink"]))
         return commands
 
     def supervise(self, children: Children, signals: StopSignals, port: int) -> Child | None:
@@ -196,9 +211,12 @@ class Command(BaseCommand):
             f"  Admin     {web}{reverse('admin:index')}  {login}",
             f"  API       {web}{reverse('jobs:job-list')}  (Token or admin session)",
         ]
+        lines.append(f"  Dashboard {web}{reverse('admin:ops_dashboard')}  metrics at {web}{reverse('ops:metrics')}")
         if not options["no_flower"]:
             flower_login = f"login from {AUTH_ENV}" if os.environ.get(AUTH_ENV) else "no login (DEBUG, loopback only)"
             lines.append(f"  Flower    http://{HOST}:{options['flower_port']}/  {flower_login}")
+        if self.wants_smtp_sink(options):
+            lines.append(f"  Mail sink {web}{reverse('mail_tasks:sink-list')}  (SMTP on {settings.EMAIL_HOST}:{settings.EMAIL_PORT})")
         lines += [
             f"  Database  {self.database_description()}",
             f"  Broker    {self.broker_description()}",

@@ -1,0 +1,355 @@
+"""python -m bench.mail [--quick] [--messages N] [--rounds R]
+
+Personalised emails (mail_tasks/newsletter, a name and a list per
+recipient) to a local aiosmtpd sink, four ways, in the same run:
+
+- kit:   one campaign; batches of MAIL_BATCH_SIZE through the real worker
+         (mail_tasks.batch_send): one job and one SMTP connection per batch,
+         each message rendered, claimed, sent and marked SENT on its own.
+- naive: one job per message (email_send -> mail_tasks.message_send), each
+         opening its own SMTP connection: the common pattern.
+- limit: a plain loop that renders each message the same way and sends it
+         over one smtplib connection: no database, no broker, no tracking.
+- wire:  the same loop over messages rendered beforehand: SMTP alone, the
+         ceiling of the sink itself, reported for scale.
+
+Per variant: empty the tables and queue, prepare everything with no worker
+running, start a worker (two prefork children per core), and time from the
+sink's first received message to its last, by the sink's own clock. The sink
+runs in its own process, so it competes with the sender for the cores as a
+relay on the same machine would. Every message must arrive exactly once.
+Send at least children x MAIL_BATCH_SIZE messages, or some children idle.
+
+Needs PostgreSQL and RabbitMQ on loopback. Alone it uses a database and vhost
+of its own (kit_bench_mail, kit-bench-mail), under `python -m bench` the
+bench's (bench/settings_kit.py); the vhost is recreated. Results: the printed
+table, and bench/results/<timestamp>.json.
+"""
+
+import argparse
+import os
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+QUICK = {"messages": 2000, "rounds": 2}
+FULL = {"messages": 10_000, "rounds": 3}
+# Sending waits on the SMTP server and the database more than it computes
+# (a worker child is busy about half the time): two children per core, for
+# both worker variants alike.
+CONCURRENCY = 2 * (os.cpu_count() or 1)
+TEMPLATE = "mail_tasks/newsletter"
+
+
+def _recipients(count: int) -> list[dict]:
+    return [
+        {"email": f"reader{i}@example.com", "name": f"Reader {i}", "items": [f"Story {i % 7}", f"Offer {i % 13}"]}
+        for i in range(count)
+    ]
+
+
+# -- The sink: its own process, one line per received message ------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def sink_main(port: int, stamps: Path) -> None:
+    from aiosmtpd.controller import Controller
+
+    # Blocked before the server thread starts, so sigwait() below gets them.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    out = open(stamps, "a", buffering=1)
+
+    class Stamping:
+        async def handle_DATA(self, server, session, envelope):
+            content = envelope.original_content
+            start = content.find(b"Message-ID: ") + len(b"Message-ID: ")
+            message_id = content[start : content.find(b"\r\n", start)].decode()
+            out.write(f"{time.time()} {message_id}\n")
+            return "250 2.0.0 Ok"
+
+    controller = Controller(Stamping(), hostname="127.0.0.1", port=port)
+    controller.start()
+    print("ready", flush=True)
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    controller.stop()
+    out.close()
+
+
+class Sink:
+    def __init__(self, scratch: Path):
+        self.port = free_port()
+        self.stamps = scratch / "sink-stamps.txt"
+
+    def __enter__(self) -> "Sink":
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.mail", "--sink-port", str(self.port), "--sink-stamps", str(self.stamps)],
+            stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent,
+        )  # fmt: skip
+        if self.process.stdout.readline().strip() != "ready":
+            raise RuntimeError("The SMTP sink did not start.")
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=10)
+
+    def reset(self) -> None:
+        # Truncated, not deleted: the sink appends (O_APPEND) to the same file.
+        self.stamps.write_text("")
+
+    def lines(self) -> list[tuple[float, str]]:
+        if not self.stamps.exists():
+            return []
+        return [(float(t), mid) for t, mid in (line.split(" ", 1) for line in self.stamps.read_text().splitlines())]
+
+    def seconds_for(self, count: int) -> float:
+        lines = self.lines()
+        if len(lines) != count or len({mid for _, mid in lines}) != count:
+            raise RuntimeError(
+                f"The sink received {len(lines)} messages ({len({m for _, m in lines})} distinct), expected {count}."
+            )
+        stamps = [t for t, _ in lines]
+        return max(stamps) - min(stamps)
+
+    def env(self) -> dict:
+        return {"EMAIL_HOST": "127.0.0.1", "EMAIL_PORT": str(self.port)}
+
+
+# -- Variants --------------------------------------------------------------------
+
+
+def _empty_tables() -> None:
+    from django.db import connection
+    from django_celery_results.models import TaskResult
+
+    from jobs.models import Job
+    from mail_tasks.models import Campaign, OutboundAttachment, OutboundMessage, RateBucket
+
+    models = (OutboundAttachment, OutboundMessage, Campaign, RateBucket, Job, TaskResult)
+    tables = ", ".join(connection.ops.quote_name(m._meta.db_table) for m in models)
+    with connection.cursor() as cursor:
+        # CASCADE: other apps' rows that point at jobs go too; the bench
+        # database is scratch.
+        cursor.execute(f"TRUNCATE {tables} CASCADE")
+
+
+def _purge_email_queue() -> None:
+    from config.celery_app import app
+
+    with app.connection_for_write() as conn:
+        queue = app.amqp.queues["email"](conn.default_channel)
+        queue.declare()
+        queue.purge()
+
+
+def _drain(sink: Sink, count: int, scratch: Path, name: str) -> float:
+    """Start a worker on the prepared jobs and time the sink's receipts."""
+    from bench import harness
+    from mail_tasks.models import MessageStatus, OutboundMessage
+
+    with harness.Worker(
+        name=f"mail-{name}",
+        settings_module=os.environ["DJANGO_SETTINGS_MODULE"],
+        queue="email",
+        concurrency=CONCURRENCY,
+        log_path=scratch / f"worker-{name}.log",
+        env=sink.env(),
+    ) as worker:
+
+        def drained() -> bool:
+            worker.check_alive()
+            return not OutboundMessage.objects.filter(status__in=[MessageStatus.QUEUED, MessageStatus.SENDING]).exists()
+
+        harness.wait_until(drained, timeout=60 + count / 20, what=f"{name} to send {count} messages", interval=0.5)
+    if failed := OutboundMessage.objects.exclude(status=MessageStatus.SENT).count():
+        raise RuntimeError(f"{failed} {name} messages were not sent; see {scratch}")
+    return sink.seconds_for(count)
+
+
+def run_kit(sink: Sink, count: int, scratch: Path) -> float:
+    from mail_tasks.services import campaign_create
+
+    campaign_create(name="bench", template=TEMPLATE, recipients=_recipients(count))
+    return _drain(sink, count, scratch, "kit")
+
+
+def run_naive(sink: Sink, count: int, scratch: Path) -> float:
+    from mail_tasks.services import email_send
+
+    for recipient in _recipients(count):
+        email_send(template=TEMPLATE, to=recipient["email"], context=recipient)
+    return _drain(sink, count, scratch, "naive")
+
+
+def _prepared(count: int, *, render: bool):
+    """(sender, recipient, bytes) per recipient, built as the kit builds them:
+    lazily (render=True, inside the timed loop) or all beforehand."""
+    from django.conf import settings
+
+    from mail_tasks.rendering import MailTemplate
+    from mail_tasks.services import _new_message_id
+    from mail_tasks.smtp import build_message
+
+    template = MailTemplate(TEMPLATE)
+    messages = (
+        build_message(
+            from_email=settings.DEFAULT_FROM_EMAIL,
+            to=r["email"],
+            message_id=_new_message_id(),
+            rendered=template.render(r),
+        )
+        for r in _recipients(count)
+    )
+    return messages if render else list(messages)
+
+
+def _plain_loop(sink: Sink, count: int, messages) -> float:
+    with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
+        for sender, recipient, data in messages:
+            smtp.sendmail(sender, [recipient], data)
+    return sink.seconds_for(count)
+
+
+def run_limit(sink: Sink, count: int, scratch: Path) -> float:
+    return _plain_loop(sink, count, _prepared(count, render=True))
+
+
+def run_wire(sink: Sink, count: int, scratch: Path) -> float:
+    return _plain_loop(sink, count, _prepared(count, render=False))
+
+
+VARIANTS = {"kit": run_kit, "naive": run_naive, "limit": run_limit, "wire": run_wire}
+MEANING = {
+    "kit": "campaign batches via mail_tasks.batch_send: one job and one SMTP connection per batch",
+    "naive": "one mail_tasks.message_send job per message, one SMTP connection each",
+    "limit": "a plain loop rendering each message and sending it over one smtplib connection",
+    "wire": "the same loop over messages rendered beforehand: SMTP alone",
+}
+
+
+def run(*, quick: bool, messages: int | None = None, rounds: int | None = None) -> dict:
+    """Run every variant `rounds` times, interleaved; return the results."""
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.db import connection
+
+    from bench import harness
+    from config.celery_app import app
+
+    preset = QUICK if quick else FULL
+    messages, rounds = messages or preset["messages"], rounds or preset["rounds"]
+    started_at = harness.now_stamp()
+    scratch = harness.run_dir(started_at)
+    harness.reset_vhost(settings.CELERY_BROKER_URL)
+    harness.ensure_database(settings.DATABASES["default"])
+    call_command("migrate", verbosity=0, interactive=False)
+    with app.connection_for_write() as conn:
+        conn.connect()
+        rabbitmq = conn.connection.server_properties.get("version", "?")
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        postgresql = cursor.fetchone()[0]
+    machine = harness.describe_machine(rabbitmq_version=rabbitmq, postgresql_version=postgresql)
+    harness.print_machine(machine)
+    print(
+        f"{messages:,} personalised messages per variant and round, {rounds} round(s), "
+        f"{CONCURRENCY} prefork children\n",
+        flush=True,
+    )
+
+    rates: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    measurements = []
+    with Sink(scratch) as sink:
+        for round_number in range(1, rounds + 1):
+            for name, variant in VARIANTS.items():
+                _empty_tables()
+                _purge_email_queue()
+                sink.reset()
+                seconds = variant(sink, messages, scratch)
+                rate = messages / seconds
+                rates[name].append(rate)
+                measurements.append(
+                    {"round": round_number, "variant": name, "seconds": seconds, "messages_per_second": rate}
+                )
+                print(f"round {round_number}  {name:<6} {rate:8,.0f} messages/s  ({seconds:.2f} s)", flush=True)
+
+    summary = {name: harness.spread(values) for name, values in rates.items()}
+    # Ratio of medians, and the spread of per-round ratios: a round's
+    # variants ran back to back, so a per-round ratio cancels slow patches.
+    ratios = {}
+    for other in ("naive", "limit", "wire"):
+        per_round = [kit / rate for kit, rate in zip(rates["kit"], rates[other], strict=True)]
+        ratios[f"kit/{other}"] = {
+            "of_medians": summary["kit"]["median"] / summary[other]["median"],
+            "per_round": harness.spread(per_round),
+        }
+    print()
+    harness.print_table([(name, summary[name]) for name in rates], unit="msg/s")
+    print()
+    for name, ratio in ratios.items():
+        r = ratio["per_round"]
+        print(f"{name:<11} {ratio['of_medians']:6.2f}  (per round {r['min']:.2f} - {r['max']:.2f})")
+    return {
+        "benchmark": "mail",
+        "started_at": started_at,
+        "machine": machine,
+        "parameters": {
+            "messages": messages,
+            "rounds": rounds,
+            "concurrency": CONCURRENCY,
+            "batch_size": settings.MAIL_BATCH_SIZE,
+        },
+        "variants": MEANING,
+        "measurements": measurements,
+        "summary": summary,
+        "ratios": ratios,
+        "aims": {"kit/naive": ">= 5", "kit/limit": ">= 0.7"},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.mail", description="Email throughput: the kit, the naive pattern, the limit."
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK['messages']:,} messages x {QUICK['rounds']} rounds (about two minutes)",
+    )
+    parser.add_argument("--messages", type=int, help=f"messages per variant and round (default {FULL['messages']:,})")
+    parser.add_argument(
+        "--rounds", type=int, help=f"rounds, each running every variant once (default {FULL['rounds']})"
+    )
+    parser.add_argument("--sink-port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--sink-stamps", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.sink_port:
+        sink_main(args.sink_port, args.sink_stamps)
+        return
+
+    # Before Django starts: the kit exactly as the tests run it, on a
+    # database and vhost of this benchmark's own (never the tests'), so it
+    # can run beside the other benchmarks.
+    os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings_kit"
+    os.environ.setdefault("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/kit_bench_mail")
+    os.environ.setdefault("BENCH_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/kit-bench-mail")
+    import django
+
+    django.setup()
+    from bench import harness
+
+    results = run(quick=args.quick, messages=args.messages, rounds=args.rounds)
+    print(f"\nResults: {harness.write_results(results).relative_to(harness.REPO)}")
+
+
+if __name__ == "__main__":
+    main()

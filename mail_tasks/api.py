@@ -1,0 +1,99 @@
+"""The email JSON API, authenticated like jobs/api.py (token or staff
+session; nothing for anonymous users).
+
+POST /api/mail/messages/ queues a transactional email (needs
+mail_tasks.add_outboundmessage): 202 with the message and its job, Location
+the job. GET /api/mail/campaigns/<id>/ is a campaign's progress: your own
+campaigns, or any with mail_tasks.view_campaign.
+"""
+
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from jobs.api import job_representation
+from jobs.exceptions import BadInput
+from jobs.queues import Priority
+from mail_tasks import services
+from mail_tasks.models import Campaign, MessageStatus, OutboundMessage
+
+
+class MessageRequest(serializers.Serializer):
+    # Template names are folder paths; no dots, so nothing like "../x".
+    template = serializers.RegexField(r"^[\w-]+(/[\w-]+)*$", max_length=200)
+    to = serializers.CharField(max_length=320, trim_whitespace=False)
+    context = serializers.DictField(required=False, default=dict)
+    idempotency_key = serializers.CharField(required=False, max_length=200)
+    priority = serializers.ChoiceField(
+        choices=[p.value for p in Priority], default=services.TRANSACTIONAL_PRIORITY.value
+    )
+
+
+def message_representation(message: OutboundMessage) -> dict:
+    return {
+        "id": message.pk,
+        "to": message.to,
+        "subject": message.subject,
+        "status": message.status,
+        "message_id": message.message_id,
+        "idempotency_key": message.idempotency_key,
+        "attempts": message.attempts,
+        "last_error": message.last_error or None,
+        "smtp_response": message.smtp_response or None,
+        "created_at": message.created_at,
+        "sent_at": message.sent_at,
+    }
+
+
+class MessageCollection(APIView):
+    def post(self, request: Request) -> Response:
+        if not request.user.has_perm("mail_tasks.add_outboundmessage"):
+            raise PermissionDenied("Sending email needs the mail_tasks.add_outboundmessage permission.")
+        payload = MessageRequest(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        try:
+            message = services.email_send(
+                template=data["template"],
+                to=data["to"],
+                context=data["context"],
+                idempotency_key=data.get("idempotency_key"),
+                priority=data["priority"],
+                requested_by=request.user,
+            )
+        except BadInput as exc:
+            raise ValidationError({"detail": str(exc)}) from None
+        body = {"message": message_representation(message)}
+        if message.status == MessageStatus.FAILED and message.job_id is None:
+            # Recorded (the admin shows it) but refused before sending.
+            return Response({"detail": message.last_error, **body}, status=status.HTTP_400_BAD_REQUEST)
+        headers = {}
+        if message.job is not None:
+            body["job"] = job_representation(message.job, request, with_result=False)
+            headers["Location"] = body["job"]["url"]
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers=headers)
+
+
+class CampaignDetail(APIView):
+    def get(self, request: Request, campaign_id: int) -> Response:
+        campaigns = Campaign.objects.all()
+        if not request.user.has_perm("mail_tasks.view_campaign"):
+            campaigns = campaigns.filter(created_by=request.user)
+        # 404, not 403, for someone else's campaign: ids are not to be probed.
+        campaign = campaigns.filter(pk=campaign_id).first()
+        if campaign is None:
+            raise NotFound("No such campaign.")
+        return Response(
+            {
+                "id": campaign.pk,
+                "name": campaign.name,
+                "template": campaign.template,
+                "status": campaign.status,
+                "progress": services.campaign_progress(campaign),
+                "batches": campaign.batches,
+                "created_at": campaign.created_at,
+                "finished_at": campaign.finished_at,
+            }
+        )
