@@ -8,6 +8,7 @@ urlpatterns = [
     path("api/", include("jobs.urls")),
     path("", include("ops.urls")),
     path("api/", include("media_tasks.urls")),
+    path("api/", include("reports.urls")),
     path("", include("mail_tasks.urls")),
 ]
 # Uploaded originals and renditions under `make run`; in production the web

@@ -1,3 +1,5 @@
+import uuid
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -108,9 +110,16 @@ class OutboundMessage(models.Model):
         return f"{self.to}: {self.subject or self.template}"
 
 
+def attachment_path(instance, filename: str) -> str:
+    # MEDIA_ROOT may be served to anyone (`make run` does): a stored name
+    # nobody can guess keeps an emailed report private. The file name the
+    # recipient sees is `filename`.
+    return f"mail/attachments/{uuid.uuid4().hex}"
+
+
 class OutboundAttachment(models.Model):
     message = models.ForeignKey(OutboundMessage, on_delete=models.CASCADE, related_name="attachments")
-    file = models.FileField(upload_to="mail/attachments/%Y/%m/")
+    file = models.FileField(upload_to=attachment_path)
     filename = models.CharField(max_length=255)
     mimetype = models.CharField(max_length=100, blank=True)
 

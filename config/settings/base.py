@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "ops",
     "media_tasks",
     "mail_tasks",
+    "reports",
 ]
 
 MIDDLEWARE = [
@@ -239,6 +240,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 3600,
         "options": {"priority": PRIORITY_VALUE[Priority.LOW]},
     },
+    # Deletes report files past REPORTS_FILE_TTL_HOURS (reports/tasks.py).
+    "reports-delete-expired": {
+        "task": "reports.delete_expired",
+        "schedule": 3600,
+        "options": {"priority": PRIORITY_VALUE[Priority.LOW]},
+    },
 }
 
 # ---------------------------------------------------------------------------
@@ -322,6 +329,36 @@ MEDIA_TASKS_BACKGROUND = env_str("MEDIA_TASKS_BACKGROUND", "#ffffff")
 MEDIA_TASKS_WATERMARKS: dict[str, str] = {}
 # ---------------------------------------------------------------------------
 # media_tasks. End.
+# ---------------------------------------------------------------------------
+
+# ---------------------------------------------------------------------------
+# reports: CSV, XLSX and PDF reports (reports/). Begin.
+# ---------------------------------------------------------------------------
+# Report files are private (downloads check who asks), so they live outside
+# MEDIA_ROOT, which `make run` and many web servers serve to anyone.
+REPORTS_ROOT = Path(env_str("REPORTS_ROOT", str(VAR_DIR / "reports")))
+# A key of STORAGES to keep them elsewhere (a private bucket); empty: the
+# local REPORTS_ROOT.
+REPORTS_STORAGE = env_str("REPORTS_STORAGE", "")
+# Files are deleted this long after they are made; the run stays, expired.
+REPORTS_FILE_TTL_HOURS = env_int("REPORTS_FILE_TTL_HOURS", 7 * 24)
+# Rows per fetch from a server-side cursor (PostgreSQL): round trips become
+# noise, and a chunk of wide rows stays a few megabytes.
+REPORTS_CHUNK_SIZE = env_int("REPORTS_CHUNK_SIZE", 2000)
+# CSV from a QuerySet on PostgreSQL is written by COPY (reports/writers/
+# pg_copy.py), several times faster; false writes it in Python, for a
+# connection pooler or proxy that does not pass COPY through.
+REPORTS_CSV_WITH_COPY = env_bool("REPORTS_CSV_WITH_COPY", True)
+# Rows in a PDF's table (reportlab lays a document out in memory); its
+# charts still sum every row, and CSV and XLSX have no limit.
+REPORTS_PDF_MAX_ROWS = env_int("REPORTS_PDF_MAX_ROWS", 5000)
+# Larger files are linked from the email instead of attached: base64 adds a
+# third, and relays refuse messages over 10-25 MB.
+REPORTS_EMAIL_MAX_ATTACHMENT_BYTES = env_int("REPORTS_EMAIL_MAX_ATTACHMENT_BYTES", 5 * 1024 * 1024)
+# The site's public address, for the download links in emails.
+REPORTS_SITE_URL = env_str("REPORTS_SITE_URL", "http://127.0.0.1:8000")
+# ---------------------------------------------------------------------------
+# reports. End.
 # ---------------------------------------------------------------------------
 
 # ---------------------------------------------------------------------------

@@ -2,6 +2,8 @@ import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
 
+import mail_tasks.models
+
 
 class Migration(migrations.Migration):
     initial = True
@@ -157,7 +159,7 @@ class Migration(migrations.Migration):
             name="OutboundAttachment",
             fields=[
                 ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("file", models.FileField(upload_to="mail/attachments/%Y/%m/")),
+                ("file", models.FileField(upload_to=mail_tasks.models.attachment_path)),
                 ("filename", models.CharField(max_length=255)),
                 ("mimetype", models.CharField(blank=True, max_length=100)),
                 (
