@@ -148,3 +148,18 @@ def print_table(rows: list[tuple[str, dict]], unit: str) -> None:
     print(f"{'variant':<{width}}  {unit + ' median':>14}  {'min - max':>17}")
     for name, s in rows:
         print(f"{name:<{width}}  {s['median']:>14,.0f}  {s['min']:>7,.0f} - {s['max']:>7,.0f}")
+
+
+def service_versions() -> tuple[str, str]:
+    """RabbitMQ's and PostgreSQL's versions, as the servers report them."""
+    from django.db import connection
+
+    from config.celery_app import app
+
+    with app.connection_for_write() as conn:
+        conn.connect()
+        rabbitmq = conn.connection.server_properties.get("version", "?")
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        postgresql = cursor.fetchone()[0]
+    return rabbitmq, postgresql

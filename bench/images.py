@@ -190,19 +190,6 @@ VARIANTS = {
 }
 
 
-def _versions() -> tuple[str, str]:
-    from django.db import connection
-
-    from config.celery_app import app
-
-    with app.connection_for_write() as conn:
-        conn.connect()
-        rabbitmq = conn.connection.server_properties.get("version", "?")
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW server_version")
-        postgresql = cursor.fetchone()[0]
-    return rabbitmq, postgresql
-
 
 def run(*, quick: bool, images: int | None = None, rounds: int | None = None, concurrency: int = 2) -> dict:
     """Run every variant `rounds` times on the same photos; return the
@@ -221,7 +208,7 @@ def run(*, quick: bool, images: int | None = None, rounds: int | None = None, co
     harness.ensure_database(settings.DATABASES["default"])
     call_command("migrate", verbosity=0, interactive=False)
     machine = harness.describe_machine(
-        **dict(zip(("rabbitmq_version", "postgresql_version"), _versions(), strict=True))
+        **dict(zip(("rabbitmq_version", "postgresql_version"), harness.service_versions(), strict=True))
     )
     harness.print_machine(machine)
 

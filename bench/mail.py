@@ -240,10 +240,8 @@ def run(*, quick: bool, messages: int | None = None, rounds: int | None = None) 
     """Run every variant `rounds` times, interleaved; return the results."""
     from django.conf import settings
     from django.core.management import call_command
-    from django.db import connection
 
     from bench import harness
-    from config.celery_app import app
 
     preset = QUICK if quick else FULL
     messages, rounds = messages or preset["messages"], rounds or preset["rounds"]
@@ -252,12 +250,7 @@ def run(*, quick: bool, messages: int | None = None, rounds: int | None = None) 
     harness.reset_vhost(settings.CELERY_BROKER_URL)
     harness.ensure_database(settings.DATABASES["default"])
     call_command("migrate", verbosity=0, interactive=False)
-    with app.connection_for_write() as conn:
-        conn.connect()
-        rabbitmq = conn.connection.server_properties.get("version", "?")
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW server_version")
-        postgresql = cursor.fetchone()[0]
+    rabbitmq, postgresql = harness.service_versions()
     machine = harness.describe_machine(rabbitmq_version=rabbitmq, postgresql_version=postgresql)
     harness.print_machine(machine)
     print(

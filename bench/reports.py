@@ -193,19 +193,6 @@ def kit(rows: int, format: str, log_path: Path, env: dict | None = None) -> dict
     return result
 
 
-def _versions() -> tuple[str, str]:
-    from django.db import connection
-
-    from config.celery_app import app
-
-    with app.connection_for_write() as conn:
-        conn.connect()
-        rabbitmq = conn.connection.server_properties.get("version", "?")
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW server_version")
-        postgresql = cursor.fetchone()[0]
-    return rabbitmq, postgresql
-
 
 def _measure_limit(function, rows: int, scratch: Path, suffix: str) -> dict:
     path = scratch / f"limit-{function.__name__}-{rows}.{suffix}"
@@ -228,7 +215,7 @@ def run(*, quick: bool, rounds: int | None = None) -> dict:
     harness.reset_vhost(settings.CELERY_BROKER_URL)
     harness.ensure_database(settings.DATABASES["default"])
     call_command("migrate", verbosity=0, interactive=False)
-    rabbitmq, postgresql = _versions()
+    rabbitmq, postgresql = harness.service_versions()
     machine = harness.describe_machine(rabbitmq_version=rabbitmq, postgresql_version=postgresql)
     harness.print_machine(machine)
 

@@ -174,15 +174,6 @@ def measure(variant, *, jobs: int, concurrency: int, log_path: Path) -> float:
     return variant.seconds(jobs)
 
 
-def _versions() -> tuple[str, str]:
-    with kit_app.connection_for_write() as conn:
-        conn.connect()
-        rabbitmq = conn.connection.server_properties.get("version", "?")
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW server_version")
-        postgresql = cursor.fetchone()[0]
-    return rabbitmq, postgresql
-
 
 QUICK = {"jobs": 1000, "rounds": 3}
 FULL = {"jobs": 5000, "rounds": 5}
@@ -198,7 +189,7 @@ def run(*, quick: bool, jobs: int | None = None, rounds: int | None = None, conc
     harness.ensure_database(settings.DATABASES["default"])
     call_command("migrate", verbosity=0, interactive=False)
 
-    rabbitmq, postgresql = _versions()
+    rabbitmq, postgresql = harness.service_versions()
     machine = harness.describe_machine(rabbitmq_version=rabbitmq, postgresql_version=postgresql)
     harness.print_machine(machine)
     print(f"{jobs:,} no-op jobs per variant and round, {rounds} rounds, {concurrency} prefork children\n", flush=True)
