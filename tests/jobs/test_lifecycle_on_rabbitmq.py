@@ -1,6 +1,5 @@
 """The job lifecycle through a real worker on RabbitMQ and PostgreSQL."""
 
-
 import pytest
 from django_celery_results.models import TaskResult
 
