@@ -1,21 +1,16 @@
 """python -m bench [throughput|images|mail|reports|all] [--quick]
 
-Needs PostgreSQL and RabbitMQ on loopback (DESIGN.md, "The machine"); uses
-its own databases and vhosts, recreated on every run. Each benchmark runs the
-kit beside its baselines in the same run and prints ratios; results are also
-written to bench/results/<timestamp>.json. Each module can run alone too:
-python -m bench.images --quick.
+Needs PostgreSQL and RabbitMQ on loopback (DESIGN.md, "The machine"). Each
+benchmark runs the kit beside its baselines in the same run and prints
+ratios; results are also written to bench/results/<timestamp>.json. Each
+runs in a process of its own (python -m bench.<name>), because each picks
+its own database and vhost before Django starts.
 """
 
 import argparse
-import importlib
-import os
+import subprocess
+import sys
 
-# Before anything imports Django: the bench process enqueues kit jobs and
-# reads every variant's rows through the kit's settings.
-os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings_kit"
-
-# Each module has run(*, quick: bool) -> dict.
 BENCHMARKS = ["throughput", "images", "mail", "reports"]
 
 
@@ -27,19 +22,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes: every benchmark in a few minutes on 2 cores")
     args = parser.parse_args()
 
-    import django
-
-    django.setup()
-    from bench import harness
-
-    names = BENCHMARKS if args.benchmark == "all" else [args.benchmark]
-    for name in names:
-        module = importlib.import_module(f"bench.{name}")
-        if not hasattr(module, "run"):
-            continue
-        print(f"\n== {name} ==")
-        results = module.run(quick=args.quick)
-        print(f"\nResults: {harness.write_results(results).relative_to(harness.REPO)}")
+    failed = []
+    for name in BENCHMARKS if args.benchmark == "all" else [args.benchmark]:
+        print(f"\n== {name} ==", flush=True)
+        command = [sys.executable, "-m", f"bench.{name}", *(["--quick"] if args.quick else [])]
+        if subprocess.run(command).returncode != 0:
+            failed.append(name)
+    if failed:
+        sys.exit(f"Failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

@@ -11,21 +11,30 @@ start to the last task's end as recorded by the worker itself. Worker
 start-up, publishing and polling lag are outside the window.
 """
 
+import argparse
+import os
 from datetime import datetime
 from pathlib import Path
 
-from celery import Celery, states
-from django.conf import settings
-from django.core.management import call_command
-from django.db import connection
-from django.db.models import Max, Min
-from django_celery_results.models import TaskResult
+import django
 
-from bench import harness
-from config.celery_app import app as kit_app
-from jobs.models import Job, JobStatus
-from jobs.queues import Queue
-from jobs.services import job_enqueue
+# The models below need Django set up first, on the benchmark's own settings
+# (its own database and vhost, bench/settings_kit.py).
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings_kit")
+django.setup()
+
+from celery import Celery, states  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.db import connection  # noqa: E402
+from django.db.models import Max, Min  # noqa: E402
+from django_celery_results.models import TaskResult  # noqa: E402
+
+from bench import harness  # noqa: E402
+from config.celery_app import app as kit_app  # noqa: E402
+from jobs.models import Job, JobStatus  # noqa: E402
+from jobs.queues import Queue  # noqa: E402
+from jobs.services import job_enqueue  # noqa: E402
 
 
 def _fresh_queue(app: Celery, name: str) -> None:
@@ -234,3 +243,18 @@ def run(*, quick: bool, jobs: int | None = None, rounds: int | None = None, conc
         "summary_jobs_per_second": summary,
         "ratios": ratios,
     }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.throughput", description="What tracking costs (not a test).")
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK['jobs']:,} jobs x {QUICK['rounds']} rounds")
+    parser.add_argument("--jobs", type=int, help=f"jobs per variant and round (default {FULL['jobs']:,})")
+    parser.add_argument("--rounds", type=int, help=f"rounds, each running every variant once (default {FULL['rounds']})")
+    parser.add_argument("--concurrency", type=int, default=2, help="prefork children per worker (default 2)")
+    args = parser.parse_args()
+    results = run(quick=args.quick, jobs=args.jobs, rounds=args.rounds, concurrency=args.concurrency)
+    print(f"\nResults: {harness.write_results(results).relative_to(harness.REPO)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -9,7 +9,6 @@ jobs.view_job. Nobody anonymous gets anything.
 import inspect
 import json
 
-from django.conf import settings
 from django.db.models import QuerySet
 from django.urls import reverse
 from rest_framework import serializers, status
@@ -26,6 +25,7 @@ from jobs.registry import public_job_tasks
 
 MAX_COUNTDOWN_SECONDS = 7 * 24 * 3600
 LIST_LIMIT = 100
+
 
 
 class EnqueueRequest(serializers.Serializer):
@@ -96,12 +96,6 @@ class JobCollection(APIView):
     def post(self, request: Request) -> Response:
         if not request.user.has_perm("jobs.add_job"):
             raise PermissionDenied("Enqueueing jobs needs the jobs.add_job permission.")
-        length = int(request.META.get("CONTENT_LENGTH") or 0)
-        if length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
-            return Response(
-                {"detail": f"Request body is {length} bytes; the limit is {settings.DATA_UPLOAD_MAX_MEMORY_SIZE}."},
-                status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-            )
         payload = EnqueueRequest(data=request.data)
         payload.is_valid(raise_exception=True)
         data = payload.validated_data

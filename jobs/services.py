@@ -170,12 +170,15 @@ def job_publish(job: Job) -> bool:
     return True
 
 
-def outbox_relay(*, grace_seconds: int | None = None, batch_size: int = 500) -> int:
+def outbox_relay(*, grace_seconds: int | None = None, batch_size: int = 100) -> int:
     """Publish jobs that committed but never reached the broker.
 
     Jobs younger than the grace period are left to their own on-commit
-    publish; jobs due beyond the ETA horizon wait until they come near. Rows are locked with SKIP LOCKED (PostgreSQL), so two relays
-    never publish the same job; on SQLite there is one writer anyway.
+    publish; jobs due beyond the ETA horizon wait until they come near.
+    Rows are locked with SKIP LOCKED (PostgreSQL), so two relays never
+    publish the same job; on SQLite there is one writer anyway. The lock is
+    held until the batch commits, and a worker that already received one of
+    its jobs waits for it to mark the job STARTED: batches stay small.
     Returns how many jobs were published; stops at the first broker failure.
     """
     if grace_seconds is None:

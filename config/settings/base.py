@@ -115,6 +115,13 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # JSON over DATA_UPLOAD_MAX_MEMORY_SIZE is a 413 that names the limit.
+    "DEFAULT_PARSER_CLASSES": [
+        "jobs.api_parsing.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "EXCEPTION_HANDLER": "jobs.api_parsing.exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
 # A JSON body for enqueueing is small; anything bigger is refused with 413
@@ -197,6 +204,11 @@ CELERY_DB_REUSE_MAX = 1_000_000
 # On a lost broker connection, unacked messages go back to the queue anyway;
 # stopping the running copies avoids running them twice.
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# SIGTERM stays warm (jobs finish within their hard limit); a cold stop
+# (SIGQUIT, or REMAP_SIGTERM=SIGQUIT) gives them this long, then hands them back
+# unacknowledged. Idle workers stop at once (README, Guarantees).
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env_int("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", 10)
+CELERY_WORKER_ENABLE_SOFT_SHUTDOWN_ON_IDLE = False
 
 _DEFAULT_EXCHANGE = Exchange("kit", type="direct")
 CELERY_TASK_QUEUES = [

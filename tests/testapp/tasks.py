@@ -82,3 +82,34 @@ def report_progress(self, marker: str, hold: float) -> None:
     self.progress(40, "halfway there")
     Path(marker).touch()
     time.sleep(hold)
+
+
+# --- tests/reliability: fault injection --------------------------------------
+
+
+@job_task(name="testapp.slow_first_time", queue=Queue.DEFAULT)
+def slow_first_time(self, marker: str, seconds: float) -> str:
+    """Touches `marker` and sleeps `seconds` the first time it runs; returns
+    at once on a later delivery. A job that was handed back mid-run shows
+    up as attempts == 2 with a quick second run."""
+    if Path(marker).exists():
+        return "second run"
+    Path(marker).touch()
+    time.sleep(seconds)
+    return "first run"
+
+
+# One do-nothing task per queue, so a load test exercises every queue.
+@job_task(name="testapp.noop_email", queue=Queue.EMAIL)
+def noop_email(self) -> None:
+    pass
+
+
+@job_task(name="testapp.noop_images", queue=Queue.IMAGES)
+def noop_images(self) -> None:
+    pass
+
+
+@job_task(name="testapp.noop_reports", queue=Queue.REPORTS)
+def noop_reports(self) -> None:
+    pass
