@@ -163,3 +163,23 @@ def service_versions() -> tuple[str, str]:
         cursor.execute("SHOW server_version")
         postgresql = cursor.fetchone()[0]
     return rabbitmq, postgresql
+
+
+def kit_ratios(rates: dict[str, list[float]], summary: dict[str, dict], others: tuple[str, ...]) -> dict:
+    """The kit's rate over each other variant's: of the medians, and the
+    spread of the per-round ratios (the variants of a round ran back to
+    back, so a per-round ratio cancels the machine's slow patches)."""
+    ratios = {}
+    for other in others:
+        per_round = [kit / rate for kit, rate in zip(rates["kit"], rates[other], strict=True)]
+        ratios[f"kit/{other}"] = {
+            "of_medians": summary["kit"]["median"] / summary[other]["median"],
+            "per_round": spread(per_round),
+        }
+    return ratios
+
+
+def print_ratios(ratios: dict, *, width: int = 12) -> None:
+    for name, ratio in ratios.items():
+        r = ratio["per_round"]
+        print(f"{name:<{width}} {ratio['of_medians']:5.2f}  (per round {r['min']:.2f} - {r['max']:.2f})")

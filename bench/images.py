@@ -239,21 +239,13 @@ def run(*, quick: bool, images: int | None = None, rounds: int | None = None, co
                 )
 
     summary = {name: harness.spread(values) for name, values in rates.items()}
-    ratios = {}
-    for other in ("naive", "limit"):
-        per_round = [kit / rate for kit, rate in zip(rates["kit"], rates[other], strict=True)]
-        ratios[f"kit/{other}"] = {
-            "of_medians": summary["kit"]["median"] / summary[other]["median"],
-            "per_round": harness.spread(per_round),
-        }
+    ratios = harness.kit_ratios(rates, summary, others=("naive", "limit"))
 
     print(f"\n{'variant':<8}{'images/s median':>16}{'min - max':>18}")
     for name, s in summary.items():
         print(f"{name:<8}{s['median']:>16.2f}{s['min']:>10.2f} - {s['max']:.2f}")
     print()
-    for name, ratio in ratios.items():
-        r = ratio["per_round"]
-        print(f"{name:<12} {ratio['of_medians']:5.2f}  (per round {r['min']:.2f} - {r['max']:.2f})")
+    harness.print_ratios(ratios, width=12)
     return {
         "benchmark": "images",
         "started_at": started_at,

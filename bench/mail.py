@@ -276,21 +276,11 @@ def run(*, quick: bool, messages: int | None = None, rounds: int | None = None) 
                 print(f"round {round_number}  {name:<6} {rate:8,.0f} messages/s  ({seconds:.2f} s)", flush=True)
 
     summary = {name: harness.spread(values) for name, values in rates.items()}
-    # Ratio of medians, and the spread of per-round ratios: a round's
-    # variants ran back to back, so a per-round ratio cancels slow patches.
-    ratios = {}
-    for other in ("naive", "limit", "wire"):
-        per_round = [kit / rate for kit, rate in zip(rates["kit"], rates[other], strict=True)]
-        ratios[f"kit/{other}"] = {
-            "of_medians": summary["kit"]["median"] / summary[other]["median"],
-            "per_round": harness.spread(per_round),
-        }
+    ratios = harness.kit_ratios(rates, summary, others=("naive", "limit", "wire"))
     print()
     harness.print_table([(name, summary[name]) for name in rates], unit="msg/s")
     print()
-    for name, ratio in ratios.items():
-        r = ratio["per_round"]
-        print(f"{name:<11} {ratio['of_medians']:6.2f}  (per round {r['min']:.2f} - {r['max']:.2f})")
+    harness.print_ratios(ratios, width=11)
     return {
         "benchmark": "mail",
         "started_at": started_at,

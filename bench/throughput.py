@@ -216,22 +216,12 @@ def run(*, quick: bool, jobs: int | None = None, rounds: int | None = None, conc
             print(f"round {round_number}  {variant.name:<15} {rate:7,.0f} jobs/s  ({seconds:.2f} s)", flush=True)
 
     summary = {name: harness.spread(values) for name, values in rates.items()}
-    # Ratio of medians, and the spread of the per-round ratios: a round's
-    # variants ran back to back, so a per-round ratio cancels slow patches.
-    ratios = {}
-    for other in ("bare", "common-default"):
-        per_round = [kit / rate for kit, rate in zip(rates["kit"], rates[other], strict=True)]
-        ratios[f"kit/{other}"] = {
-            "of_medians": summary["kit"]["median"] / summary[other]["median"],
-            "per_round": harness.spread(per_round),
-        }
+    ratios = harness.kit_ratios(rates, summary, others=("bare", "common-default"))
 
     print()
     harness.print_table([(name, summary[name]) for name in rates], unit="jobs/s")
     print()
-    for name, ratio in ratios.items():
-        r = ratio["per_round"]
-        print(f"{name:<20} {ratio['of_medians']:5.2f}  (per round {r['min']:.2f} - {r['max']:.2f})")
+    harness.print_ratios(ratios, width=20)
 
     return {
         "benchmark": "throughput",
