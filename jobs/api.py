@@ -25,7 +25,25 @@ from jobs.registry import public_job_tasks
 
 MAX_COUNTDOWN_SECONDS = 7 * 24 * 3600
 LIST_LIMIT = 100
+# Jobs per bulk request (the body limit, DATA_UPLOAD_MAX_MEMORY_SIZE, also
+# applies).
+BULK_LIMIT = 10_000
 
+
+def _check_task_and_arguments(task_name: str, calls: list[tuple[list, dict]], *, field: str = "args") -> None:
+    """Refuse an unknown task, or arguments it cannot take, here with a 400,
+    rather than as failed jobs later."""
+    tasks = public_job_tasks()
+    task = tasks.get(task_name)
+    if task is None:
+        raise ValidationError({"task": f"Unknown task {task_name!r}. Available: {', '.join(tasks) or 'none'}."})
+    signature = inspect.signature(task.run)
+    for index, (args, kwargs) in enumerate(calls):
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            where = f"{field}[{index}]: " if field == "calls" else ""
+            raise ValidationError({field: f"{where}{task_name}: {exc}"}) from None
 
 
 class EnqueueRequest(serializers.Serializer):
@@ -37,16 +55,23 @@ class EnqueueRequest(serializers.Serializer):
     unique_key = serializers.CharField(required=False, max_length=200)
 
     def validate(self, data):
-        tasks = public_job_tasks()
-        task = tasks.get(data["task"])
-        if task is None:
-            raise ValidationError({"task": f"Unknown task {data['task']!r}. Available: {', '.join(tasks) or 'none'}."})
-        # Refuse arguments the task cannot take here, with a 400, rather than
-        # as a failed job later.
-        try:
-            inspect.signature(task.run).bind(*data["args"], **data["kwargs"])
-        except TypeError as exc:
-            raise ValidationError({"args": f"{data['task']}: {exc}"}) from None
+        _check_task_and_arguments(data["task"], [(data["args"], data["kwargs"])])
+        return data
+
+
+class Call(serializers.Serializer):
+    args = serializers.ListField(required=False, default=list)
+    kwargs = serializers.DictField(required=False, default=dict)
+
+
+class BulkEnqueueRequest(serializers.Serializer):
+    task = serializers.CharField(max_length=200)
+    calls = serializers.ListField(child=Call(), min_length=1, max_length=BULK_LIMIT)
+    priority = serializers.ChoiceField(choices=[p.value for p in Priority], default=Priority.MEDIUM.value)
+
+    def validate(self, data):
+        calls = [(call["args"], call["kwargs"]) for call in data["calls"]]
+        _check_task_and_arguments(data["task"], calls, field="calls")
         return data
 
 
@@ -92,10 +117,14 @@ def _visible_jobs(request: Request) -> QuerySet[Job]:
     return jobs
 
 
+def _require_add_permission(request: Request) -> None:
+    if not request.user.has_perm("jobs.add_job"):
+        raise PermissionDenied("Enqueueing jobs needs the jobs.add_job permission.")
+
+
 class JobCollection(APIView):
     def post(self, request: Request) -> Response:
-        if not request.user.has_perm("jobs.add_job"):
-            raise PermissionDenied("Enqueueing jobs needs the jobs.add_job permission.")
+        _require_add_permission(request)
         payload = EnqueueRequest(data=request.data)
         payload.is_valid(raise_exception=True)
         data = payload.validated_data
@@ -122,6 +151,31 @@ class JobCollection(APIView):
                 raise ValidationError({"status": f"Unknown status {wanted!r}. One of: {', '.join(JobStatus.values)}."})
             jobs = jobs.filter(status=wanted)
         return Response({"results": [job_representation(job, request, with_result=False) for job in jobs[:LIST_LIMIT]]})
+
+
+class JobBulk(APIView):
+    """Many jobs of one task from one request: {"task": ..., "calls":
+    [{"args": [...], "kwargs": {...}}, ...], "priority": ...}. All or none:
+    one bad call refuses the request. Answers 202 with the jobs' ids."""
+
+    def post(self, request: Request) -> Response:
+        _require_add_permission(request)
+        payload = BulkEnqueueRequest(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        try:
+            jobs = services.job_enqueue_many(
+                task_name=data["task"],
+                calls=[(call["args"], call["kwargs"]) for call in data["calls"]],
+                priority=data["priority"],
+                requested_by=request.user,
+            )
+        except BadInput as exc:
+            raise ValidationError({"detail": str(exc)}) from None
+        return Response(
+            {"task": data["task"], "count": len(jobs), "ids": [str(job.id) for job in jobs]},
+            status=status.HTTP_202_ACCEPTED,
+        )
 
 
 class JobDetail(APIView):

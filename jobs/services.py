@@ -4,6 +4,8 @@ except where they publish."""
 
 import json
 import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -31,6 +33,12 @@ _PUBLISH_ERRORS = (BrokerUnavailable, AMQPError, MessageNacked, ConnectionError,
 # connection was opened; beyond that the relay takes over, so a web request
 # never hangs on a broker that is down.
 _PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5}
+# Bulk publishing waits for the broker's confirms once per this many
+# messages; bulk writes name at most this many rows per statement.
+_MESSAGES_PER_CONFIRM_WAIT = 1000
+_IDS_PER_STATEMENT = 1000
+# Past this the unconfirmed rest of a bulk publish is left to the relay.
+_CONFIRM_TIMEOUT_SECONDS = 30
 
 
 def _canonical_json(value: Any, what: str) -> Any:
@@ -132,6 +140,36 @@ def _held_back(job: Job) -> bool:
     return job.eta is not None and job.eta > _eta_horizon()
 
 
+def _send(job: Job, **options) -> None:
+    """Hand one job's message to Celery: its id is the job's, its limits
+    the task's own or its queue's."""
+    task = get_job_task(job.task_name)
+    limits = QUEUE_TIME_LIMITS[Queue(job.queue)]
+    current_app.send_task(
+        job.task_name,
+        args=job.args,
+        kwargs=job.kwargs,
+        task_id=str(job.id),
+        queue=job.queue,
+        priority=PRIORITY_VALUE[Priority(job.priority)],
+        eta=job.eta if job.eta and job.eta > timezone.now() else None,
+        soft_time_limit=task.soft_time_limit or limits.soft,
+        time_limit=task.time_limit or limits.hard,
+        **options,
+    )
+
+
+def _mark_queued(job_ids: list) -> None:
+    # A fast worker may already have moved a job to STARTED: keep that
+    # status, and record the queue time, no later than the start.
+    now = timezone.now()
+    for start in range(0, len(job_ids), _IDS_PER_STATEMENT):
+        Job.objects.filter(pk__in=job_ids[start : start + _IDS_PER_STATEMENT], queued_at__isnull=True).update(
+            status=Case(When(status=JobStatus.PENDING, then=Value(JobStatus.QUEUED)), default=F("status")),
+            queued_at=Least(Value(now), Coalesce(F("started_at"), Value(now))),
+        )
+
+
 def job_publish(job: Job) -> bool:
     """Send a committed job to the broker and mark it QUEUED.
 
@@ -141,33 +179,134 @@ def job_publish(job: Job) -> bool:
     """
     if _held_back(job):
         return False
-    task = get_job_task(job.task_name)
-    limits = QUEUE_TIME_LIMITS[Queue(job.queue)]
-    eta = job.eta if job.eta and job.eta > timezone.now() else None
     try:
-        current_app.send_task(
-            job.task_name,
-            args=job.args,
-            kwargs=job.kwargs,
-            task_id=str(job.id),
-            queue=job.queue,
-            priority=PRIORITY_VALUE[Priority(job.priority)],
-            eta=eta,
-            soft_time_limit=task.soft_time_limit or limits.soft,
-            time_limit=task.time_limit or limits.hard,
-            retry_policy=_PUBLISH_RETRY_POLICY,
-        )
+        _send(job, retry_policy=_PUBLISH_RETRY_POLICY)
     except _PUBLISH_ERRORS as exc:
         logger.warning("Job %s stays PENDING, the outbox relay will publish it: %s", job.id, exc)
         return False
-    # A fast worker may already have moved it to STARTED: keep that status,
-    # and record the queue time, no later than the start.
-    now = timezone.now()
-    Job.objects.filter(pk=job.pk, queued_at__isnull=True).update(
-        status=Case(When(status=JobStatus.PENDING, then=Value(JobStatus.QUEUED)), default=F("status")),
-        queued_at=Least(Value(now), Coalesce(F("started_at"), Value(now))),
-    )
+    _mark_queued([job.pk])
     return True
+
+
+class _Confirms:
+    """The broker's publisher confirms on one channel. Delivery tags count
+    the channel's messages from 1 in publish order; an ack or nack may
+    settle one tag or, with `multiple`, every unsettled tag up to it."""
+
+    ACKED, NACKED = 1, 2
+
+    def __init__(self, expected: int):
+        self.outcome = bytearray(expected + 1)  # 0: not settled yet
+        self.settled = 0
+        self._lowest_unsettled = 1
+
+    def _settle(self, tag: int, multiple: bool, outcome: int) -> None:
+        tags = range(self._lowest_unsettled, tag + 1) if multiple else (tag,)
+        for each in tags:
+            if not self.outcome[each]:
+                self.outcome[each] = outcome
+                self.settled += 1
+        if multiple:
+            self._lowest_unsettled = max(self._lowest_unsettled, tag + 1)
+
+    def on_ack(self, tag: int, multiple: bool) -> None:
+        self._settle(tag, multiple, self.ACKED)
+
+    def on_nack(self, tag: int, multiple: bool) -> None:
+        self._settle(tag, multiple, self.NACKED)
+
+    def acked(self, tag: int) -> bool:
+        return self.outcome[tag] == self.ACKED
+
+
+def _publish_awaiting_confirms_once(jobs: list[Job], confirmed: list[Job]) -> None:
+    """Publish every job on one fresh channel of a pooled connection, then
+    wait once for the broker's confirms of the lot. (The kit's connections
+    otherwise wait for each publish's confirm: a round trip per message.)
+    Appends to `confirmed` the jobs the broker confirmed, also when the
+    connection fails part way (then it raises): the others stay PENDING."""
+    with current_app.pool.acquire(block=True) as conn:
+        conn.ensure_connection(max_retries=1)
+        if conn.transport.driver_type != "amqp":
+            # No publisher confirms (the embedded filesystem broker): the
+            # message is stored when the publish returns.
+            with current_app.producer_or_acquire() as producer:
+                for job in jobs:
+                    _send(job, producer=producer, retry=False)
+                    confirmed.append(job)
+            return
+        channel = conn.channel()
+        confirms = _Confirms(expected=len(jobs))
+        try:
+            channel.confirm_select()
+            # py-amqp's confirming publish waits for each confirm; its plain
+            # one does not, on a channel that is in confirm mode all the same.
+            channel._confirm_selected = True
+            channel.basic_publish = channel._basic_publish
+            channel.events["basic_ack"].add(confirms.on_ack)
+            channel.events["basic_nack"].add(confirms.on_nack)
+            producer = current_app.amqp.Producer(channel, auto_declare=False)
+            for job in jobs:
+                _send(job, producer=producer, retry=False)
+            deadline = time.monotonic() + _CONFIRM_TIMEOUT_SECONDS
+            while confirms.settled < len(jobs):
+                if (remaining := deadline - time.monotonic()) <= 0:
+                    raise TimeoutError(f"The broker confirmed {confirms.settled} of {len(jobs)} messages in time.")
+                conn.drain_events(timeout=remaining)
+        finally:
+            confirmed += [job for tag, job in enumerate(jobs, start=1) if confirms.acked(tag)]
+            try:
+                channel.close()
+            except _PUBLISH_ERRORS:
+                pass
+
+
+def jobs_publish_many(jobs: list[Job]) -> int:
+    """Send committed jobs to the broker together and mark the confirmed ones
+    QUEUED; the rest stay PENDING for the relay (as with job_publish).
+    Returns how many the broker confirmed."""
+    due = [job for job in jobs if not _held_back(job)]
+    confirmed: list[Job] = []
+    try:
+        for start in range(0, len(due), _MESSAGES_PER_CONFIRM_WAIT):
+            _publish_awaiting_confirms_once(due[start : start + _MESSAGES_PER_CONFIRM_WAIT], confirmed)
+    except (*_PUBLISH_ERRORS, TimeoutError) as exc:
+        logger.warning("%d jobs stay PENDING, the outbox relay will publish them: %s", len(due) - len(confirmed), exc)
+    _mark_queued([job.pk for job in confirmed])
+    return len(confirmed)
+
+
+def job_enqueue_many(
+    *,
+    task_name: str,
+    calls: Iterable[tuple[Sequence, Mapping]],
+    priority: Priority | str = Priority.MEDIUM,
+    eta: datetime | None = None,
+    requested_by=None,
+) -> list[Job]:
+    """Many jobs of one task from one call: `calls` holds each job's
+    (args, kwargs). The rows are inserted a thousand per statement in the
+    caller's transaction, and published together once it commits
+    (jobs_publish_many). Unique keys are not supported here: use
+    job_enqueue for jobs that must not run twice at once."""
+    task = get_job_task(task_name)
+    priority = Priority(priority)
+    jobs = [
+        Job(
+            task_name=task_name,
+            args=_canonical_json(list(args), "args"),
+            kwargs=_canonical_json(dict(kwargs), "kwargs"),
+            queue=Queue(task.queue or Queue.DEFAULT).value,
+            priority=priority.value,
+            eta=eta,
+            requested_by=requested_by,
+        )
+        for args, kwargs in calls
+    ]
+    with transaction.atomic():
+        Job.objects.bulk_create(jobs, batch_size=_IDS_PER_STATEMENT)
+    transaction.on_commit(partial(jobs_publish_many, jobs), robust=True)
+    return jobs
 
 
 def outbox_relay(*, grace_seconds: int | None = None, batch_size: int = 100) -> int:
@@ -193,11 +332,9 @@ def outbox_relay(*, grace_seconds: int | None = None, batch_size: int = 100) -> 
                 .filter(Q(eta__isnull=True) | Q(eta__lte=_eta_horizon()))
                 .order_by("created_at")[:batch_size]
             )
-            for job in batch:
-                if not job_publish(job):
-                    return published
-                published += 1
-        if len(batch) < batch_size:
+            confirmed = jobs_publish_many(batch)
+            published += confirmed
+        if confirmed < len(batch) or len(batch) < batch_size:
             return published
 
 

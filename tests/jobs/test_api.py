@@ -92,6 +92,47 @@ def test_an_oversized_body_gets_413(admin_client, settings):
     assert not Job.objects.exists()
 
 
+def post_bulk(client, body):
+    return client.post("/api/jobs/bulk/", data=json.dumps(body), content_type="application/json")
+
+
+def test_many_jobs_from_one_request_get_one_202_with_their_ids(admin_client, admin_user):
+    calls = [{"args": [0.1 * i]} for i in range(3)] + [{"kwargs": {"seconds": 0, "steps": 1}}]
+    response = post_bulk(admin_client, {"task": "jobs.sleep", "calls": calls, "priority": "low"})
+
+    assert response.status_code == 202
+    body = response.json()
+    jobs = {str(job.id): job for job in Job.objects.all()}
+    assert (body["task"], body["count"], set(body["ids"])) == ("jobs.sleep", 4, set(jobs))
+    stored = [(jobs[id].args, jobs[id].kwargs, jobs[id].priority, jobs[id].requested_by) for id in body["ids"]]
+    assert stored == [([0.0], {}, "low", admin_user), ([0.1], {}, "low", admin_user), ([0.2], {}, "low", admin_user),
+                      ([], {"seconds": 0, "steps": 1}, "low", admin_user)]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        ({"task": "os.system", "calls": [{}]}, "task", "Unknown task 'os.system'"),
+        ({"task": "jobs.sleep", "calls": [{"args": [1]}, {"args": [1, 2, 3]}]}, "calls", "calls[1]: jobs.sleep: too many"),
+        ({"task": "jobs.noop", "calls": []}, "calls", "at least 1"),
+        ({"task": "jobs.noop", "calls": [{"args": "abc"}]}, "calls", "Expected a list"),
+        ({"task": "jobs.noop", "calls": [{}] * 10_001}, "calls", "no more than 10000"),
+    ],
+)
+def test_a_bulk_request_with_one_bad_call_is_refused_whole(admin_client, settings, body, field, words):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = None
+    response = post_bulk(admin_client, body)
+    assert response.status_code == 400
+    assert words in json.dumps(response.json()[field])
+    assert not Job.objects.exists()
+
+
+def test_bulk_enqueueing_needs_the_add_permission(client, django_user_model):
+    client.force_login(django_user_model.objects.create_user("reader", password="pw-123456"))
+    assert post_bulk(client, {"task": "jobs.noop", "calls": [{}]}).status_code == 403
+    assert not Job.objects.exists()
+
+
 def test_reading_a_job_shows_status_progress_timestamps_attempts_and_result(admin_client):
     job = enqueue("jobs.sleep", 1)
     Job.objects.filter(pk=job.pk).update(status=JobStatus.SUCCESS, attempts=2, progress=100)
