@@ -12,12 +12,20 @@ BadInput for input that can never work (fails at once, no retry); the
 else fails the job.
 """
 
+import time
+
 from celery import Task, shared_task
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, Reject
 from celery.result import AsyncResult
+from django.db import InterfaceError, OperationalError
 
 from jobs.queues import DEFAULT_RETRY_POLICY, Queue, RetryPolicy
 from jobs.tracking import StartOutcome, job_mark_started, job_report_progress
+
+
+# How long a worker child that cannot reach the database waits before it
+# hands the job it received back to the broker.
+DATABASE_DOWN_PAUSE_SECONDS = 1.0
 
 
 class JobTask(Task):
@@ -27,7 +35,16 @@ class JobTask(Task):
     def __call__(self, *args, **kwargs):
         request = self.request
         if request.id and not request.is_eager:
-            outcome = job_mark_started(job_id=request.id, worker=request.hostname or "")
+            try:
+                outcome = job_mark_started(job_id=request.id, worker=request.hostname or "")
+            except (OperationalError, InterfaceError) as exc:
+                # The database is down. Failing the task would get its message
+                # acknowledged with nothing recorded (the job QUEUED forever):
+                # hand it back to the broker instead, after a pause, so an
+                # outage is a trickle of redeliveries, not a race through the
+                # queue. It runs once the database is back.
+                time.sleep(DATABASE_DOWN_PAUSE_SECONDS)
+                raise Reject(exc, requeue=True) from exc
             if outcome is StartOutcome.SKIP:
                 # Cancelled, dead, or a redelivered copy of a finished job.
                 raise Ignore()

@@ -4,20 +4,26 @@ Celery's Django fixup closes every connection before and after each task
 unless CELERY_DB_REUSE_MAX is set (Celery reverted honouring CONN_MAX_AGE,
 celery/celery#9824); a new PostgreSQL connection per task is what makes the
 common setup slow. The settings set CELERY_DB_REUSE_MAX high, and this
-handler applies Django's own rules instead.
+handler applies Django's own rules instead (CONN_MAX_AGE, dropping broken
+connections), minus the health check's probe before every task.
 """
 
 from celery import states
 from celery.signals import task_postrun
-from django.db import close_old_connections, connections
+from django.db import connections
 
 
 @task_postrun.connect(dispatch_uid="jobs.release_database_connections")
 def release_database_connections(state=None, **kwargs) -> None:
     if state == states.SUCCESS:
-        # Closes what is past CONN_MAX_AGE or broken, and makes the next use
-        # run the CONN_HEALTH_CHECKS probe (a restarted database is noticed).
-        close_old_connections()
+        for connection in connections.all(initialized_only=True):
+            # Closes what is past CONN_MAX_AGE or broke during the task.
+            connection.close_if_unusable_or_obsolete()
+            # Skips CONN_HEALTH_CHECKS' probe (a round trip per task): the
+            # next task's first statement is job_mark_started, which replaces
+            # a connection the database dropped meanwhile and runs again
+            # (jobs.tracking.run_tracking_statement).
+            connection.health_check_done = True
         return
     # A failed task may have been interrupted mid-query (a soft time limit is
     # an exception raised wherever the code happens to be), leaving the

@@ -1,16 +1,16 @@
 """Worker-side state changes of a Job, each one SQL statement.
 
-These run once or twice per job on the hot path, so none of them reads a
-row to write it back (DESIGN.md, invariant 6).
+These run once or twice per job on the hot path, so each is one statement in
+one round trip to the database: none reads a row to write it back (DESIGN.md,
+invariant 6), and none opens a transaction of its own.
 """
 
 import uuid
-from contextlib import contextmanager
 from enum import Enum
 
 from celery import states
 from django.conf import settings
-from django.db import connections, router, transaction
+from django.db import InterfaceError, OperationalError, connections, router
 from django.utils import timezone
 
 from jobs.models import Job, JobStatus
@@ -29,32 +29,76 @@ class StartOutcome(Enum):
 _RUNNABLE = (JobStatus.PENDING, JobStatus.QUEUED, JobStatus.STARTED, JobStatus.RETRYING, JobStatus.LOST)
 
 
-@contextmanager
-def tracking_transaction(using: str | None = None):
-    """A transaction for tracking writes that does not wait for the disk.
+def relaxed_durability(connection) -> str:
+    """A FROM item for a tracking UPDATE, so that its commit does not wait
+    for the disk; empty where that must not happen.
 
     On PostgreSQL each commit otherwise waits for a WAL flush, which costs
-    more than the rest of the tracking together. With synchronous_commit off
-    for these transactions only, an operating-system crash of the database
-    host can forget the last fraction of a second of status changes; it never
-    corrupts them, and never touches the caller's own writes, the Job rows
-    created at enqueue, or what the task itself writes. A job whose SUCCESS
-    was forgotten shows as STARTED after such a crash. Set
+    more than the rest of the tracking together. set_config(..., true) lasts
+    as long as the transaction, and a statement run on its own (autocommit)
+    is its own transaction: so this relaxes that one statement and nothing
+    else. A crash of PostgreSQL or of its host can forget the last
+    fraction of a second of status changes; it never corrupts them, and never
+    touches the caller's own writes, the Job rows created at enqueue, or what
+    the task itself writes. A job whose SUCCESS was forgotten shows as
+    STARTED after such a crash. Inside a transaction (a task's own) it is
+    empty: the setting would reach the task's writes too. Set
     JOBS_DURABLE_TRACKING=true to wait for the disk anyway.
     """
+    if (
+        connection.vendor != "postgresql"
+        or settings.JOBS_DURABLE_TRACKING
+        or connection.in_atomic_block
+        or not connection.get_autocommit()
+    ):
+        return ""
+    return "FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed_durability"
+
+
+def run_tracking_statement(build, *, using: str | None = None):
+    """Run the statement `build(connection)` returns as (sql, params) and
+    return its first row, if any.
+
+    Tracking statements come first in every task, so they also stand in for
+    Django's per-request health check: a connection the database dropped
+    (a restart, a failover) is closed and the statement runs once more on a
+    new one. Outside a transaction only; the (rare) cost is a delivery
+    counted twice if the connection died just after the commit. If the new
+    connection fails too, the database is down and the error is raised.
+    """
     using = using or router.db_for_write(Job)
-    connection = connections[using]
-    # Inside a task's own transaction SET LOCAL would reach the task's
-    # writes too: only the outermost transaction may relax durability.
-    outermost = not connection.in_atomic_block
-    with transaction.atomic(using=using):
-        if outermost and connection.vendor == "postgresql" and not settings.JOBS_DURABLE_TRACKING:
+    for attempt in (1, 2):
+        connection = connections[using]
+        try:
+            sql, params = build(connection)
             with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL synchronous_commit TO OFF")
-        yield connection
+                cursor.execute(sql, params)
+                return cursor.fetchone() if cursor.description else None
+        except (OperationalError, InterfaceError):
+            if connection.in_atomic_block or connection.is_usable():
+                raise
+            connection.close()
+            if attempt == 2:
+                raise
 
 
-def _is_job_id(task_id: str) -> bool:
+def _assignments(connection, values: dict) -> tuple[str, list]:
+    quote = connection.ops.quote_name
+    fields = [Job._meta.get_field(name) for name in values]
+    sql = ", ".join(f"{quote(field.column)} = %s" for field in fields)
+    params = [field.get_db_prep_save(value, connection) for field, value in zip(fields, values.values(), strict=True)]
+    return sql, params
+
+
+def job_update_sql(connection, *, job_id: str, values: dict) -> tuple[str, list]:
+    """UPDATE of one Job row's plain `values`, relaxed where allowed."""
+    table = connection.ops.quote_name(Job._meta.db_table)
+    assignments, params = _assignments(connection, values)
+    pk = Job._meta.pk.get_db_prep_value(job_id, connection)
+    return f"UPDATE {table} SET {assignments} {relaxed_durability(connection)} WHERE {table}.id = %s", [*params, pk]
+
+
+def is_job_id(task_id: str) -> bool:
     # Job ids are UUIDs; Celery's own tasks may use other ids.
     try:
         uuid.UUID(str(task_id))
@@ -73,52 +117,55 @@ def job_mark_started(*, job_id: str, worker: str) -> StartOutcome:
     copy of a finished job, or a job cancelled while queued, is acknowledged
     without running.
     """
-    if not _is_job_id(job_id):
+    if not is_job_id(job_id):
         return StartOutcome.UNTRACKED
-    using = router.db_for_write(Job)
-    table = connections[using].ops.quote_name(Job._meta.db_table)
-    pk = Job._meta.pk.get_db_prep_value(job_id, connections[using])
     now = timezone.now()
     dead_message = (
         f"Started {MAX_DELIVERIES} times without finishing: its worker died each time "
         "(a crash, an out-of-memory kill, or a poison message). Retry it once the cause is fixed."
     )
     placeholders = ", ".join(["%s"] * len(_RUNNABLE))
-    # Standard SQL: every right-hand column reference reads the old row, so
-    # `deliveries` in the CASE is the count before this delivery.
-    sql = f"""
-        UPDATE {table} SET
-            status = CASE WHEN deliveries >= %s THEN %s ELSE %s END,
-            error = CASE WHEN deliveries >= %s THEN %s ELSE error END,
-            finished_at = CASE WHEN deliveries >= %s THEN %s ELSE NULL END,
-            deliveries = deliveries + 1,
-            attempts = attempts + 1,
-            started_at = %s,
-            worker = %s
-        WHERE id = %s AND status IN ({placeholders})
-        RETURNING status
-    """
-    params = [
-        MAX_DELIVERIES, JobStatus.DEAD, JobStatus.STARTED,
-        MAX_DELIVERIES, dead_message,
-        MAX_DELIVERIES, now,
-        now, worker[:200], pk, *_RUNNABLE,
-    ]  # fmt: skip
-    with tracking_transaction(using) as connection, connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
+
+    def build(connection):
+        table = connection.ops.quote_name(Job._meta.db_table)
+        # Standard SQL: every right-hand column reference reads the old row,
+        # so `deliveries` in the CASE is the count before this delivery.
+        sql = f"""
+            UPDATE {table} SET
+                status = CASE WHEN deliveries >= %s THEN %s ELSE %s END,
+                error = CASE WHEN deliveries >= %s THEN %s ELSE error END,
+                finished_at = CASE WHEN deliveries >= %s THEN %s ELSE NULL END,
+                deliveries = deliveries + 1,
+                attempts = attempts + 1,
+                started_at = %s,
+                -- Its publisher may mark it QUEUED after this (a race it
+                -- loses gracefully): a job is never queued after it started.
+                queued_at = CASE WHEN queued_at IS NULL OR queued_at > %s THEN %s ELSE queued_at END,
+                worker = %s
+            {relaxed_durability(connection)}
+            WHERE {table}.id = %s AND status IN ({placeholders})
+            RETURNING status
+        """
+        params = [
+            MAX_DELIVERIES, JobStatus.DEAD, JobStatus.STARTED,
+            MAX_DELIVERIES, dead_message,
+            MAX_DELIVERIES, now,
+            now, now, now, worker[:200], Job._meta.pk.get_db_prep_value(job_id, connection), *_RUNNABLE,
+        ]  # fmt: skip
+        return sql, params
+
+    row = run_tracking_statement(build)
     if row is not None:
         return StartOutcome.RUN if row[0] == JobStatus.STARTED else StartOutcome.SKIP
     # Rare path: the row is finished/cancelled, or there is none at all.
-    if Job.objects.using(using).filter(pk=job_id).exists():
+    if Job.objects.filter(pk=job_id).exists():
         return StartOutcome.SKIP
     return StartOutcome.UNTRACKED
 
 
 def job_report_progress(*, job_id: str, percent: int, message: str = "") -> None:
-    percent = max(0, min(100, int(percent)))
-    with tracking_transaction():
-        Job.objects.filter(pk=job_id).update(progress=percent, progress_message=message[:200])
+    values = {"progress": max(0, min(100, int(percent))), "progress_message": message[:200]}
+    run_tracking_statement(lambda connection: job_update_sql(connection, job_id=job_id, values=values))
 
 
 def error_summary(encoded_exception) -> str:
@@ -143,18 +190,23 @@ def error_summary(encoded_exception) -> str:
     return f"{exc_type}: {message}" if message else exc_type
 
 
+def job_outcome_values(*, celery_state: str, result) -> dict | None:
+    """What a state Celery stores for a task changes on its Job row (None:
+    nothing, e.g. for STARTED, which job_mark_started writes)."""
+    now = timezone.now()
+    if celery_state == states.SUCCESS:
+        return {"status": JobStatus.SUCCESS, "finished_at": now, "progress": 100, "error": ""}
+    if celery_state == states.FAILURE:
+        return {"status": JobStatus.FAILURE, "finished_at": now, "error": error_summary(result)}
+    if celery_state == states.RETRY:
+        # A clean hand-back to the broker: deliveries start counting again.
+        return {"status": JobStatus.RETRYING, "deliveries": 0, "error": error_summary(result)}
+    if celery_state == states.REVOKED:
+        return {"status": JobStatus.REVOKED, "finished_at": now, "error": "Cancelled."}
+    return None
+
+
 def job_record_outcome(*, job_id: str, celery_state: str, result, using: str | None = None) -> None:
     """Mirror a state Celery stores for the task onto its Job row."""
-    if not _is_job_id(job_id):
-        return
-    now = timezone.now()
-    jobs = Job.objects.using(using).filter(pk=job_id)
-    if celery_state == states.SUCCESS:
-        jobs.update(status=JobStatus.SUCCESS, finished_at=now, progress=100, error="")
-    elif celery_state == states.FAILURE:
-        jobs.update(status=JobStatus.FAILURE, finished_at=now, error=error_summary(result))
-    elif celery_state == states.RETRY:
-        # A clean hand-back to the broker: deliveries start counting again.
-        jobs.update(status=JobStatus.RETRYING, deliveries=0, error=error_summary(result))
-    elif celery_state == states.REVOKED:
-        jobs.update(status=JobStatus.REVOKED, finished_at=now, error="Cancelled.")
+    if is_job_id(job_id) and (values := job_outcome_values(celery_state=celery_state, result=result)):
+        Job.objects.using(using).filter(pk=job_id).update(**values)

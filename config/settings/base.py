@@ -178,6 +178,11 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_RESULT_BACKEND = "jobs.backend:TrackedDatabaseBackend"
 # Task name, worker and argument reprs in TaskResult: same statement, free.
 CELERY_RESULT_EXTENDED = True
+# A state the database could not take (it is restarting) is written again
+# after a backoff (full jitter, 10 ms doubling up to 10 s): about a minute in
+# all before the worker gives up on it (jobs.backend says which errors).
+CELERY_RESULT_BACKEND_ALWAYS_RETRY = True
+CELERY_RESULT_BACKEND_MAX_RETRIES = 20
 # Celery's built-in cleanup deletes all expired results in one statement;
 # `manage.py prune_jobs` does it in batches instead (scheduled below).
 CELERY_RESULT_EXPIRES = None
@@ -271,7 +276,7 @@ JOBS_RELAY_GRACE_SECONDS = env_int("JOBS_RELAY_GRACE_SECONDS", 10)
 # (RabbitMQ's consumer_timeout; jobs.services._held_back).
 JOBS_BROKER_ETA_HORIZON_SECONDS = env_int("JOBS_BROKER_ETA_HORIZON_SECONDS", 120)
 # Status changes written by workers wait for PostgreSQL's WAL flush only if
-# this is true (jobs.tracking.tracking_transaction says what is at stake).
+# this is true (jobs.tracking.relaxed_durability says what is at stake).
 JOBS_DURABLE_TRACKING = env_bool("JOBS_DURABLE_TRACKING", False)
 # A job STARTED longer than its queue's hard time limit plus this is LOST.
 JOBS_LOST_GRACE_SECONDS = env_int("JOBS_LOST_GRACE_SECONDS", 300)

@@ -9,7 +9,7 @@ from django_celery_results.models import TaskResult
 from jobs.exceptions import BadInput, UnknownTask
 from jobs.models import Job, JobStatus
 from jobs.services import enqueue, job_cancel, job_enqueue, job_retry, jobs_prune
-from jobs.tracking import StartOutcome, error_summary, job_mark_started, job_record_outcome
+from jobs.tracking import StartOutcome, error_summary, job_mark_started, job_record_outcome, job_report_progress
 
 pytestmark = pytest.mark.django_db
 
@@ -181,22 +181,53 @@ def test_publishing_after_a_fast_worker_started_the_job_keeps_started_and_record
     assert job.queued_at == job.started_at
 
 
-def test_tracking_writes_skip_the_wal_flush_but_never_inside_someone_elses_transaction(transactional_db):
+def test_tracking_statements_skip_the_wal_flush_on_their_own_but_never_inside_someone_elses_transaction(
+    transactional_db,
+):
     from django.db import connection, transaction
-
-    from jobs.tracking import tracking_transaction
+    from django.test.utils import CaptureQueriesContext
 
     def synchronous_commit() -> str:
         with connection.cursor() as cursor:
             cursor.execute("SHOW synchronous_commit")
             return cursor.fetchone()[0]
 
-    with tracking_transaction():
-        assert synchronous_commit() == "off"
-    assert synchronous_commit() == "on"
-    with transaction.atomic():
-        with tracking_transaction():
-            assert synchronous_commit() == "on"
+    job = enqueue("jobs.noop")
+    relaxing = "set_config('synchronous_commit', 'off', true)"
+    with CaptureQueriesContext(connection) as alone:
+        job_report_progress(job_id=str(job.id), percent=10)
+    assert relaxing in alone.captured_queries[-1]["sql"]
+    assert synchronous_commit() == "on"  # it lasted one statement
+
+    with transaction.atomic(), CaptureQueriesContext(connection) as inside:
+        job_report_progress(job_id=str(job.id), percent=20)
+        assert synchronous_commit() == "on"
+    assert relaxing not in inside.captured_queries[0]["sql"]
+    assert Job.objects.get(pk=job.pk).progress == 20
+
+
+def test_a_connection_the_database_dropped_is_replaced_by_the_next_tracking_statement(transactional_db):
+    """What Django's per-request health check would do, without its extra
+    round trip per task: a restarted database costs no job."""
+    import psycopg
+    from django.db import connection
+
+    from tests.helpers import test_database_url
+
+    job = enqueue("jobs.noop")
+
+    def backend_pid() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            return cursor.fetchone()[0]
+
+    dropped = backend_pid()
+    with psycopg.connect(test_database_url().replace("postgres://", "postgresql://"), autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [dropped])
+
+    assert job_mark_started(job_id=str(job.id), worker="w1") is StartOutcome.RUN
+    assert Job.objects.get(pk=job.pk).status == JobStatus.STARTED
+    assert backend_pid() != dropped
 
 
 def test_a_retry_keeps_the_unique_key_so_two_retries_do_not_run_twice():
