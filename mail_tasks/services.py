@@ -135,15 +135,20 @@ def email_send(
         logger.warning("Email to %r not sent: %s", to, exc)
         return _insert(message)[0]
     message.subject, message.body_text, message.body_html = rendered.subject, rendered.text, rendered.html
-    message, created = _insert(message)
-    if not created:
-        return message
-    for filename, content, mimetype in files:
-        OutboundAttachment.objects.create(
-            message=message, filename=filename, mimetype=mimetype, file=ContentFile(content, name=filename)
-        )
-    message.job = job_enqueue(task_name=MESSAGE_TASK, args=[message.pk], priority=priority, requested_by=requested_by)
-    OutboundMessage.objects.filter(pk=message.pk).update(job=message.job)
+    # One transaction, so the job is published only after its last write: a
+    # worker must never find the message half made (its row locked by the
+    # UPDATE below, which the claim skips, and the job would end with
+    # nothing sent).
+    with transaction.atomic():
+        message, created = _insert(message)
+        if not created:
+            return message
+        for filename, content, mimetype in files:
+            OutboundAttachment.objects.create(
+                message=message, filename=filename, mimetype=mimetype, file=ContentFile(content, name=filename)
+            )
+        message.job = job_enqueue(task_name=MESSAGE_TASK, args=[message.pk], priority=priority, requested_by=requested_by)
+        OutboundMessage.objects.filter(pk=message.pk).update(job=message.job)
     return message
 
 

@@ -3,12 +3,14 @@ servers on loopback: what the servers received is the evidence."""
 
 from collections import Counter
 
+import psycopg
 import pytest
+from celery.signals import before_task_publish
 
 from jobs.models import Job, JobStatus
 from mail_tasks import services
 from mail_tasks.models import Campaign, CampaignStatus, MessageStatus, OutboundMessage
-from tests.helpers import wait_for
+from tests.helpers import test_database_url, wait_for
 from tests.mail_tasks.smtp_servers import Greylisting, Recording, Rejecting
 
 pytestmark = pytest.mark.integration
@@ -266,3 +268,25 @@ def test_the_per_domain_rate_limit_holds_across_two_workers(smtp_server, mail_wo
         stamps = sorted(r.at for r in server.received if r.rcpt_tos[0].endswith(domain))
         assert len(stamps) == 8
         assert stamps[-1] - stamps[0] >= 7 / 4 - 0.2, domain
+
+
+def test_email_send_outside_a_transaction_publishes_only_once_the_message_is_complete(broker, transactional_db):
+    """Called as the API calls it (autocommit), the job must not reach the
+    broker before the message row names it: a worker claiming the message
+    while that last write holds its row would skip it and send nothing."""
+    seen_by_others: list = []
+
+    def look_from_another_connection(headers=None, **_) -> None:
+        if headers.get("task") != "mail_tasks.message_send":
+            return
+        with psycopg.connect(test_database_url().replace("postgres://", "postgresql://"), autocommit=True) as other:
+            row = other.execute("SELECT job_id FROM mail_tasks_outboundmessage WHERE job_id = %s::uuid", [headers["id"]])
+            seen_by_others.append(row.fetchone())
+
+    before_task_publish.connect(look_from_another_connection, weak=False)
+    try:
+        message = services.email_send(template="mail_tasks/welcome", to="ann@example.com", context={"name": "Ann"})
+    finally:
+        before_task_publish.disconnect(look_from_another_connection)
+
+    assert seen_by_others == [(message.job_id,)]

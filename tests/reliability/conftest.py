@@ -13,12 +13,14 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from celery import current_app
 
 from tests.helpers import wait_for
+from tests.reliability.postgres_node import fault_postgres  # noqa: F401
 
 
 def _free_port() -> int:
@@ -50,6 +52,27 @@ class FaultBroker:
         assert done.returncode == 0, done.stderr
         done = rabbitmqctl("await_startup", "--timeout", "60")
         assert done.returncode == 0, done.stderr
+
+    @contextmanager
+    def rabbit_env(self, **values: int):
+        """The running node's `rabbit` application settings (what
+        advanced.config sets) changed for a while, then put back. A channel
+        reads consumer_timeout when it opens: change it before the worker
+        connects."""
+        saved = {}
+        for name, value in values.items():
+            # The old value comes back as an Erlang term: {ok,V} or undefined.
+            done = rabbitmqctl("eval", f"Old = application:get_env(rabbit, {name}), "
+                                       f"ok = application:set_env(rabbit, {name}, {int(value)}), Old.")  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            saved[name] = done.stdout.strip()
+        try:
+            yield
+        finally:
+            for name, old in saved.items():
+                done = rabbitmqctl("eval", f"case {old} of {{ok, V}} -> application:set_env(rabbit, {name}, V); "
+                                           f"undefined -> application:unset_env(rabbit, {name}) end.")  # fmt: skip
+                assert done.returncode == 0, done.stderr
 
 
 @pytest.fixture(scope="session")
