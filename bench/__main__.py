@@ -1,4 +1,4 @@
-"""python -m bench [throughput|images|mail|reports|all] [--quick]
+"""python -m bench [throughput|enqueue|latency|priorities|memory|images|mail|reports|all] [--quick]
 
 Needs PostgreSQL and RabbitMQ on loopback (DESIGN.md, "The machine"). Each
 benchmark runs the kit beside its baselines in the same run and prints
@@ -10,8 +10,9 @@ its own database and vhost before Django starts.
 import argparse
 import subprocess
 import sys
+import time
 
-BENCHMARKS = ["throughput", "images", "mail", "reports"]
+BENCHMARKS = ["throughput", "enqueue", "latency", "priorities", "memory", "images", "mail", "reports"]
 
 
 def main() -> None:
@@ -26,8 +27,10 @@ def main() -> None:
     for name in BENCHMARKS if args.benchmark == "all" else [args.benchmark]:
         print(f"\n== {name} ==", flush=True)
         command = [sys.executable, "-m", f"bench.{name}", *(["--quick"] if args.quick else [])]
+        began = time.monotonic()
         if subprocess.run(command).returncode != 0:
             failed.append(name)
+        print(f"({name}: {time.monotonic() - began:.0f} s)", flush=True)
     if failed:
         sys.exit(f"Failed: {', '.join(failed)}")
 

@@ -2,6 +2,7 @@
 processes, a description of the machine, and reporting (table and JSON)."""
 
 import json
+import math
 import os
 import platform
 import shutil
@@ -52,10 +53,19 @@ def wait_until(condition: Callable[[], bool], *, timeout: float, what: str, inte
 
 class Worker:
     """A real `celery worker` process under a given settings module; a context
-    manager that stops it (warm shutdown) on exit."""
+    manager that kills it once the measurement is over (a warm shutdown if
+    the measurement failed, so its log is complete)."""
 
     def __init__(
-        self, *, name: str, settings_module: str, queue: str, concurrency: int, log_path: Path, env: dict | None = None
+        self,
+        *,
+        name: str,
+        settings_module: str,
+        queue: str,
+        concurrency: int,
+        log_path: Path,
+        env: dict | None = None,
+        extra_args: tuple[str, ...] = (),
     ):
         self.command = [
             sys.executable, "-m", "celery", "-A", "config", "worker",
@@ -63,6 +73,7 @@ class Worker:
             # No chatter between workers, and no per-task INFO lines: logging
             # would cost every variant the same and blur the difference.
             "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "WARNING",
+            *extra_args,
         ]  # fmt: skip
         self.env = {
             **os.environ,
@@ -85,7 +96,13 @@ class Worker:
         if self.process.poll() is not None:
             raise RuntimeError(f"Worker exited with {self.process.returncode}; see {self.log_path}")
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, exc_type, *exc_info) -> None:
+        if exc_type is None and self.process.poll() is None:
+            # The measurement is over and read: nothing the worker still
+            # holds matters (each run purges its queue first), and a warm
+            # shutdown costs two seconds a worker, a minute of `make bench`.
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -183,3 +200,105 @@ def print_ratios(ratios: dict, *, width: int = 12) -> None:
     for name, ratio in ratios.items():
         r = ratio["per_round"]
         print(f"{name:<{width}} {ratio['of_medians']:5.2f}  (per round {r['min']:.2f} - {r['max']:.2f})")
+
+
+def prepare_run() -> tuple[str, Path, dict]:
+    """What a benchmark does first, on the Django settings it set up (the
+    bench's own database and vhost): the vhost recreated, the database
+    created and migrated, the machine described and printed. Returns the
+    run's timestamp, its scratch folder and the machine."""
+    from django.conf import settings
+    from django.core.management import call_command
+
+    started_at = now_stamp()
+    scratch = run_dir(started_at)
+    reset_vhost(settings.CELERY_BROKER_URL)
+    ensure_database(settings.DATABASES["default"])
+    call_command("migrate", verbosity=0, interactive=False)
+    rabbitmq, postgresql = service_versions()
+    machine = describe_machine(rabbitmq_version=rabbitmq, postgresql_version=postgresql)
+    print_machine(machine)
+    return started_at, scratch, machine
+
+
+def percentiles(values: list[float]) -> dict:
+    """p50, p99 and the maximum by nearest rank (of 200 values, p99 is the
+    198th smallest), so every figure is one that was measured."""
+    ordered = sorted(values)
+
+    def rank(percent: float) -> float:
+        return ordered[math.ceil(percent / 100 * len(ordered)) - 1]
+
+    return {"count": len(ordered), "p50": rank(50), "p99": rank(99), "max": ordered[-1]}
+
+
+def empty_job_tables() -> None:
+    """Empty the Job and TaskResult tables: the same index sizes and no dead
+    rows from the previous variant. CASCADE: domain rows that point at jobs
+    go too (in the bench's own database nothing else lives there)."""
+    from django.db import connection
+    from django_celery_results.models import TaskResult
+
+    from jobs.models import Job
+
+    tables = ", ".join(connection.ops.quote_name(model._meta.db_table) for model in (Job, TaskResult))
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {tables} CASCADE")
+
+
+def purge_queue(app, name: str) -> None:
+    """Declare the app's queue `name` (with its arguments) and empty it."""
+    with app.connection_for_write() as conn:
+        queue = app.amqp.queues[name](conn.default_channel)
+        queue.declare()
+        queue.purge()
+
+
+def ready_messages(app, name: str) -> int:
+    """Messages waiting on the app's queue `name` (not counting those a
+    consumer holds)."""
+    with app.connection_for_write() as conn:
+        return conn.default_channel.queue_declare(name, passive=True).message_count
+
+
+def wait_for_messages(app, name: str, count: int) -> None:
+    """Wait until `count` messages are ready on the queue: published without
+    confirms, the last ones may still be on their way when the loop returns
+    (what the publisher saves, and risks)."""
+    wait_until(lambda: ready_messages(app, name) == count, timeout=30, what=f"{count} messages on {name}")
+
+
+def plain_celery_app(settings_module: str):
+    """A second Celery app configured like a baseline's workers (e.g.
+    bench.settings_bare); the process-wide Django settings stay the kit's."""
+    from celery import Celery
+
+    app = Celery(f"bench-{settings_module}", set_as_current=False)
+    app.config_from_object(settings_module, namespace="CELERY")
+    return app
+
+
+def read_stamps(path: Path) -> list[tuple[float, float]]:
+    """The (start, end) wall-clock times that bench/tasks.py appends per
+    task to BENCH_STAMP_FILE, in the order the tasks finished."""
+    if not path.exists():
+        return []
+    return [(float(start), float(end)) for start, end in (line.split() for line in path.read_text().splitlines())]
+
+
+def enqueue_noops(count: int, *, priority: str = "medium") -> None:
+    """Enqueue `count` jobs.noop jobs with job_enqueue_many (rows inserted
+    together, messages confirmed by the broker in bulk) and check that the
+    broker confirmed every one."""
+    from jobs.models import Job
+    from jobs.services import job_enqueue_many
+
+    ids = [job.pk for job in job_enqueue_many(task_name="jobs.noop", calls=[((), {})] * count, priority=priority)]
+    # queued_at is set once the broker confirmed the message, whether or not
+    # a worker has started the job since.
+    unconfirmed = sum(
+        Job.objects.filter(pk__in=ids[start : start + 1000], queued_at__isnull=True).count()
+        for start in range(0, len(ids), 1000)
+    )
+    if unconfirmed:
+        raise RuntimeError(f"{unconfirmed} of {count} jobs did not reach the broker.")

@@ -41,7 +41,7 @@ from pathlib import Path  # noqa: E402
 
 from PIL import Image, ImageOps  # noqa: E402
 
-QUICK = {"images": 16, "rounds": 3}
+QUICK = {"images": 8, "rounds": 3}
 FULL = {"images": 48, "rounds": 3}
 PHOTO_SIZE = (4000, 3000)  # 12 megapixels, a phone's 4:3
 

@@ -36,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-QUICK = {"messages": 2000, "rounds": 2}
+QUICK = {"messages": 1000, "rounds": 2}
 FULL = {"messages": 10_000, "rounds": 3}
 # Sending waits on the SMTP server and the database more than it computes
 # (a worker child is busy about half the time): two children per core, for
@@ -306,7 +306,7 @@ def main() -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help=f"{QUICK['messages']:,} messages x {QUICK['rounds']} rounds (about two minutes)",
+        help=f"{QUICK['messages']:,} messages x {QUICK['rounds']} rounds (about a minute)",
     )
     parser.add_argument("--messages", type=int, help=f"messages per variant and round (default {FULL['messages']:,})")
     parser.add_argument(

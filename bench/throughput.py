@@ -23,10 +23,7 @@ import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings_kit")
 django.setup()
 
-from celery import Celery, states  # noqa: E402
-from django.conf import settings  # noqa: E402
-from django.core.management import call_command  # noqa: E402
-from django.db import connection  # noqa: E402
+from celery import states  # noqa: E402
 from django.db.models import Max, Min  # noqa: E402
 from django_celery_results.models import TaskResult  # noqa: E402
 
@@ -34,19 +31,7 @@ from bench import harness  # noqa: E402
 from config.celery_app import app as kit_app  # noqa: E402
 from jobs.models import Job, JobStatus  # noqa: E402
 from jobs.queues import Queue  # noqa: E402
-from jobs.services import job_enqueue  # noqa: E402
-
-
-def _fresh_queue(app: Celery, name: str) -> None:
-    with app.connection_for_write() as conn:
-        queue = app.amqp.queues[name](conn.default_channel)
-        queue.declare()
-        queue.purge()
-
-
-def _ready_messages(app: Celery, name: str) -> int:
-    with app.connection_for_write() as conn:
-        return conn.default_channel.queue_declare(name, passive=True).message_count
+from jobs.services import job_enqueue_many  # noqa: E402
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float:
@@ -57,17 +42,16 @@ def _seconds(start: datetime | None, end: datetime | None) -> float:
 
 class Kit:
     name = "kit"
-    meaning = "jobs.noop via job_enqueue: Job row + TaskResult upsert, late acks, prefetch 1, priority queue"
+    meaning = "jobs.noop via job_enqueue_many: Job row + TaskResult upsert, late acks, prefetch 1, priority queue"
     settings_module = "bench.settings_kit"
     queue = Queue.DEFAULT.value
     worker_env: dict = {}
 
     def publish(self, jobs: int) -> None:
-        _fresh_queue(kit_app, self.queue)
-        # Outside a transaction each job commits, then publishes with a
-        # publisher confirm and becomes QUEUED: the kit's normal path.
-        for _ in range(jobs):
-            job_enqueue(task_name="jobs.noop")
+        harness.purge_queue(kit_app, self.queue)
+        # Committed Job rows, confirmed by the broker, QUEUED (publishing is
+        # outside the timed window).
+        job_enqueue_many(task_name="jobs.noop", calls=[((), {})] * jobs)
         if (queued := Job.objects.filter(status=JobStatus.QUEUED).count()) != jobs:
             raise RuntimeError(f"Only {queued} of {jobs} jobs reached the broker.")
 
@@ -91,17 +75,15 @@ class _PlainCelery:
     def __init__(self):
         # A second Celery app, configured like the variant's workers; the
         # process-wide Django settings stay the kit's.
-        self.app = Celery(f"bench-{self.name}", set_as_current=False)
-        self.app.config_from_object(self.settings_module, namespace="CELERY")
+        self.app = harness.plain_celery_app(self.settings_module)
         self.queue = self.app.conf.task_default_queue
 
     def publish(self, jobs: int) -> None:
-        _fresh_queue(self.app, self.queue)
+        harness.purge_queue(self.app, self.queue)
         with self.app.producer_or_acquire() as producer:
             for _ in range(jobs):
                 self.app.send_task("bench.noop", producer=producer)
-        if (ready := _ready_messages(self.app, self.queue)) != jobs:
-            raise RuntimeError(f"Only {ready} of {jobs} messages are on {self.queue}.")
+        harness.wait_for_messages(self.app, self.queue, jobs)
 
 
 class Bare(_PlainCelery):
@@ -152,18 +134,9 @@ class CommonDefault(_PlainCelery):
         return _seconds(window["start"], window["end"])
 
 
-def _empty_tables() -> None:
-    # Every variant starts on empty tables: the same index sizes and no dead
-    # rows from the previous one. CASCADE: domain tables point at jobs (in
-    # the bench's own database, nothing else lives there).
-    tables = ", ".join(connection.ops.quote_name(model._meta.db_table) for model in (Job, TaskResult))
-    with connection.cursor() as cursor:
-        cursor.execute(f"TRUNCATE {tables} CASCADE")
-
-
 def measure(variant, *, jobs: int, concurrency: int, log_path: Path) -> float:
     """Seconds the variant's worker took to run `jobs` pre-published jobs."""
-    _empty_tables()
+    harness.empty_job_tables()
     variant.publish(jobs)
     with harness.Worker(
         name=variant.name,
@@ -192,15 +165,7 @@ def run(*, quick: bool, jobs: int | None = None, rounds: int | None = None, conc
     preset = QUICK if quick else FULL
     jobs = jobs or preset["jobs"]
     rounds = rounds or preset["rounds"]
-    started_at = harness.now_stamp()
-    scratch = harness.run_dir(started_at)
-    harness.reset_vhost(settings.CELERY_BROKER_URL)
-    harness.ensure_database(settings.DATABASES["default"])
-    call_command("migrate", verbosity=0, interactive=False)
-
-    rabbitmq, postgresql = harness.service_versions()
-    machine = harness.describe_machine(rabbitmq_version=rabbitmq, postgresql_version=postgresql)
-    harness.print_machine(machine)
+    started_at, scratch, machine = harness.prepare_run()
     print(f"{jobs:,} no-op jobs per variant and round, {rounds} rounds, {concurrency} prefork children\n", flush=True)
 
     variants = [Kit(), Bare(scratch), CommonDefault()]

@@ -22,7 +22,6 @@ from django.db import InterfaceError, OperationalError
 from jobs.queues import DEFAULT_RETRY_POLICY, Queue, RetryPolicy
 from jobs.tracking import StartOutcome, job_mark_started, job_report_progress
 
-
 # How long a worker child that cannot reach the database waits before it
 # hands the job it received back to the broker.
 DATABASE_DOWN_PAUSE_SECONDS = 1.0

@@ -147,7 +147,9 @@ def email_send(
             OutboundAttachment.objects.create(
                 message=message, filename=filename, mimetype=mimetype, file=ContentFile(content, name=filename)
             )
-        message.job = job_enqueue(task_name=MESSAGE_TASK, args=[message.pk], priority=priority, requested_by=requested_by)
+        message.job = job_enqueue(
+            task_name=MESSAGE_TASK, args=[message.pk], priority=priority, requested_by=requested_by
+        )
         OutboundMessage.objects.filter(pk=message.pk).update(job=message.job)
     return message
 
