@@ -14,8 +14,7 @@ from amqp.exceptions import AMQPError, MessageNacked
 from celery import current_app
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Case, F, Q, Value, When
-from django.db.models.functions import Coalesce, Least
+from django.db.models import Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerUnavailable
 
@@ -23,6 +22,7 @@ from jobs.exceptions import BadInput
 from jobs.models import ACTIVE_STATUSES, CANCELLABLE_STATUSES, RETRYABLE_STATUSES, Job, JobStatus
 from jobs.queues import PRIORITY_VALUE, QUEUE_TIME_LIMITS, Priority, Queue
 from jobs.registry import get_job_task
+from jobs.tracking import relaxed_durability, run_tracking_statement
 
 logger = logging.getLogger(__name__)
 
@@ -83,10 +83,14 @@ def job_enqueue(
         retry_of=retry_of,
     )
     try:
-        # A savepoint, so a duplicate unique_key does not spoil the caller's
-        # transaction; the partial unique index makes this race-free.
-        with transaction.atomic():
-            job.save(force_insert=True)
+        if transaction.get_connection().in_atomic_block:
+            # A savepoint, so a duplicate unique_key does not spoil the
+            # caller's transaction; the partial unique index makes this
+            # race-free.
+            with transaction.atomic():
+                job.save(force_insert=True)
+        else:
+            job.save(force_insert=True)  # one statement, its own transaction
     except IntegrityError:
         if unique_key is None:
             raise
@@ -160,14 +164,30 @@ def _send(job: Job, **options) -> None:
 
 
 def _mark_queued(job_ids: list) -> None:
-    # A fast worker may already have moved a job to STARTED: keep that
-    # status, and record the queue time, no later than the start.
+    """PENDING -> QUEUED once the broker has the messages: a tracking write,
+    relaxed like the workers' (jobs.tracking.relaxed_durability; if a crash
+    forgets it, the relay publishes the job again and a copy that finds it
+    finished does nothing). A fast worker may already have started a job:
+    it set queued_at itself (job_mark_started), so the row is left alone."""
     now = timezone.now()
     for start in range(0, len(job_ids), _IDS_PER_STATEMENT):
-        Job.objects.filter(pk__in=job_ids[start : start + _IDS_PER_STATEMENT], queued_at__isnull=True).update(
-            status=Case(When(status=JobStatus.PENDING, then=Value(JobStatus.QUEUED)), default=F("status")),
-            queued_at=Least(Value(now), Coalesce(F("started_at"), Value(now))),
-        )
+        chunk = job_ids[start : start + _IDS_PER_STATEMENT]
+
+        def build(connection, chunk=chunk):
+            table = connection.ops.quote_name(Job._meta.db_table)
+            ids = [Job._meta.pk.get_db_prep_value(pk, connection) for pk in chunk]
+            sql = f"""
+                UPDATE {table} SET
+                    status = CASE WHEN status = %s THEN %s ELSE status END,
+                    queued_at = %s
+                {relaxed_durability(connection)}
+                WHERE {table}.id IN ({", ".join(["%s"] * len(ids))}) AND queued_at IS NULL
+            """
+            queued_at = Job._meta.get_field("queued_at").get_db_prep_save(now, connection)
+            params = [JobStatus.PENDING, JobStatus.QUEUED, queued_at, *ids]
+            return sql, params
+
+        run_tracking_statement(build)
 
 
 def job_publish(job: Job) -> bool:

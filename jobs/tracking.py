@@ -41,7 +41,8 @@ def relaxed_durability(connection) -> str:
     fraction of a second of status changes; it never corrupts them, and never
     touches the caller's own writes, the Job rows created at enqueue, or what
     the task itself writes. A job whose SUCCESS was forgotten shows as
-    STARTED after such a crash. Inside a transaction (a task's own) it is
+    STARTED after such a crash; one whose QUEUED was forgotten (written by
+    the publisher, jobs.services) is published again by the relay. Inside a transaction (a task's own) it is
     empty: the setting would reach the task's writes too. Set
     JOBS_DURABLE_TRACKING=true to wait for the disk anyway.
     """

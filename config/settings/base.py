@@ -275,8 +275,9 @@ JOBS_RELAY_GRACE_SECONDS = env_int("JOBS_RELAY_GRACE_SECONDS", 10)
 # by the relay when it comes near, never parked on the broker for long
 # (RabbitMQ's consumer_timeout; jobs.services._held_back).
 JOBS_BROKER_ETA_HORIZON_SECONDS = env_int("JOBS_BROKER_ETA_HORIZON_SECONDS", 120)
-# Status changes written by workers wait for PostgreSQL's WAL flush only if
-# this is true (jobs.tracking.relaxed_durability says what is at stake).
+# Status changes after enqueue (QUEUED, and what workers write) wait for
+# PostgreSQL's WAL flush only if this is true (jobs.tracking.
+# relaxed_durability says what is at stake).
 JOBS_DURABLE_TRACKING = env_bool("JOBS_DURABLE_TRACKING", False)
 # A job STARTED longer than its queue's hard time limit plus this is LOST.
 JOBS_LOST_GRACE_SECONDS = env_int("JOBS_LOST_GRACE_SECONDS", 300)
