@@ -105,23 +105,20 @@ def run(*, quick: bool, jobs: int | None = None, rounds: int | None = None) -> d
     started_at, _, machine = harness.prepare_run()
     print(f"{jobs:,} jobs enqueued per variant and round, {rounds} rounds, no worker running\n", flush=True)
 
-    variants = [KitBulk(), ApplyAsyncConfirmed(), ApplyAsyncDefault(), KitOneByOne()]
-    rates: dict[str, list[float]] = {variant.name: [] for variant in variants}
-    measurements = []
-    for round_number in range(1, rounds + 1):
-        for variant in variants:
-            seconds = measure(variant, jobs=jobs)
-            rate = jobs / seconds
-            rates[variant.name].append(rate)
-            measurements.append(
-                {"round": round_number, "variant": variant.name, "seconds": seconds, "jobs_per_second": rate}
-            )
-            print(f"round {round_number}  {variant.name:<22} {rate:8,.0f} jobs/s  ({seconds:.2f} s)", flush=True)
+    variants = {
+        variant.name: variant for variant in (KitBulk(), ApplyAsyncConfirmed(), ApplyAsyncDefault(), KitOneByOne())
+    }
+    rates, measurements = harness.rate_rounds(
+        list(variants),
+        rounds=rounds,
+        count=jobs,
+        unit="jobs",
+        measure=lambda name, _: measure(variants[name], jobs=jobs),
+    )
 
     summary = {name: harness.spread(values) for name, values in rates.items()}
-    rates["kit"], summary["kit"] = rates.pop("kit-bulk"), summary.pop("kit-bulk")
-    ratios = harness.kit_ratios(rates, summary, others=tuple(name for name in rates if name != "kit"))
-    ratios = {name.replace("kit/", "kit-bulk/"): ratio for name, ratio in ratios.items()}
+    others = tuple(name for name in rates if name != KitBulk.name)
+    ratios = harness.kit_ratios(rates, summary, others=others, kit=KitBulk.name)
 
     print()
     harness.print_table([(name, summary[name]) for name in rates], unit="jobs/s")
@@ -133,7 +130,7 @@ def run(*, quick: bool, jobs: int | None = None, rounds: int | None = None) -> d
         "started_at": started_at,
         "machine": machine,
         "parameters": {"jobs": jobs, "rounds": rounds},
-        "variants": {variant.name: variant.meaning for variant in variants},
+        "variants": {name: variant.meaning for name, variant in variants.items()},
         "measurements": measurements,
         "summary_jobs_per_second": summary,
         "ratios": ratios,

@@ -182,18 +182,44 @@ def service_versions() -> tuple[str, str]:
     return rabbitmq, postgresql
 
 
-def kit_ratios(rates: dict[str, list[float]], summary: dict[str, dict], others: tuple[str, ...]) -> dict:
-    """The kit's rate over each other variant's: of the medians, and the
-    spread of the per-round ratios (the variants of a round ran back to
-    back, so a per-round ratio cancels the machine's slow patches)."""
+def kit_ratios(
+    rates: dict[str, list[float]], summary: dict[str, dict], others: tuple[str, ...], *, kit: str = "kit"
+) -> dict:
+    """The rate of the variant named `kit` over each other variant's: of the
+    medians, and the spread of the per-round ratios (the variants of a round
+    ran back to back, so a per-round ratio cancels the machine's slow
+    patches)."""
     ratios = {}
     for other in others:
-        per_round = [kit / rate for kit, rate in zip(rates["kit"], rates[other], strict=True)]
-        ratios[f"kit/{other}"] = {
-            "of_medians": summary["kit"]["median"] / summary[other]["median"],
+        per_round = [mine / theirs for mine, theirs in zip(rates[kit], rates[other], strict=True)]
+        ratios[f"{kit}/{other}"] = {
+            "of_medians": summary[kit]["median"] / summary[other]["median"],
             "per_round": spread(per_round),
         }
     return ratios
+
+
+def rate_rounds(
+    names: list[str], *, rounds: int, count: int, unit: str, measure: Callable[[str, int], float], decimals: int = 0
+) -> tuple[dict[str, list[float]], list[dict]]:
+    """Every variant once per round, in the same order each round, so load
+    from elsewhere lands on all of them alike. `measure(name, round_number)`
+    returns the seconds the variant took for `count` items (`unit`: "jobs",
+    "images", ...). Prints a line per run; returns the rates per variant and
+    one measurement per run."""
+    width = max(len(name) for name in names)
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    measurements = []
+    for round_number in range(1, rounds + 1):
+        for name in names:
+            seconds = measure(name, round_number)
+            rate = count / seconds
+            rates[name].append(rate)
+            measurements.append(
+                {"round": round_number, "variant": name, "seconds": seconds, f"{unit}_per_second": rate}
+            )
+            print(f"round {round_number}  {name:<{width}} {rate:9,.{decimals}f} {unit}/s  ({seconds:.2f} s)", flush=True)
+    return rates, measurements
 
 
 def print_ratios(ratios: dict, *, width: int = 12) -> None:

@@ -195,22 +195,13 @@ def run(*, quick: bool, images: int | None = None, rounds: int | None = None, co
     """Run every variant `rounds` times on the same photos; return the
     figures (also printed) as a JSON-ready dict."""
     from django.conf import settings
-    from django.core.management import call_command
     from django.test.utils import override_settings
 
     from bench import harness
 
     preset = QUICK if quick else FULL
     images, rounds = images or preset["images"], rounds or preset["rounds"]
-    started_at = harness.now_stamp()
-    scratch = harness.run_dir(started_at)
-    harness.reset_vhost(settings.CELERY_BROKER_URL)
-    harness.ensure_database(settings.DATABASES["default"])
-    call_command("migrate", verbosity=0, interactive=False)
-    machine = harness.describe_machine(
-        **dict(zip(("rabbitmq_version", "postgresql_version"), harness.service_versions(), strict=True))
-    )
-    harness.print_machine(machine)
+    started_at, scratch, machine = harness.prepare_run()
 
     photos_dir = scratch / "photos"
     photos_dir.mkdir(exist_ok=True)
@@ -223,20 +214,12 @@ def run(*, quick: bool, images: int | None = None, rounds: int | None = None, co
           f"{rounds} rounds, {concurrency} processes per variant\n", flush=True)  # fmt: skip
 
     media = scratch / "media"
-    rates: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    measurements = []
     with override_settings(MEDIA_ROOT=str(media)):
         bench = Bench(scratch=scratch, media=media, concurrency=concurrency, photos=photos)
-        for round_number in range(1, rounds + 1):
-            for name in VARIANTS:
-                seconds = getattr(bench, name)(round_number)
-                rates[name].append(images / seconds)
-                measurements.append(
-                    {"round": round_number, "variant": name, "seconds": seconds, "images_per_second": images / seconds}
-                )
-                print(
-                    f"round {round_number}  {name:<6} {images / seconds:6.2f} images/s  ({seconds:.2f} s)", flush=True
-                )
+        rates, measurements = harness.rate_rounds(
+            list(VARIANTS), rounds=rounds, count=images, unit="images", decimals=2,
+            measure=lambda name, round_number: getattr(bench, name)(round_number),
+        )  # fmt: skip
 
     summary = {name: harness.spread(values) for name, values in rates.items()}
     ratios = harness.kit_ratios(rates, summary, others=("naive", "limit"))

@@ -239,41 +239,29 @@ MEANING = {
 def run(*, quick: bool, messages: int | None = None, rounds: int | None = None) -> dict:
     """Run every variant `rounds` times, interleaved; return the results."""
     from django.conf import settings
-    from django.core.management import call_command
 
     from bench import harness
 
     preset = QUICK if quick else FULL
     messages, rounds = messages or preset["messages"], rounds or preset["rounds"]
-    started_at = harness.now_stamp()
-    scratch = harness.run_dir(started_at)
-    harness.reset_vhost(settings.CELERY_BROKER_URL)
-    harness.ensure_database(settings.DATABASES["default"])
-    call_command("migrate", verbosity=0, interactive=False)
-    rabbitmq, postgresql = harness.service_versions()
-    machine = harness.describe_machine(rabbitmq_version=rabbitmq, postgresql_version=postgresql)
-    harness.print_machine(machine)
+    started_at, scratch, machine = harness.prepare_run()
     print(
         f"{messages:,} personalised messages per variant and round, {rounds} round(s), "
         f"{CONCURRENCY} prefork children\n",
         flush=True,
     )
 
-    rates: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    measurements = []
     with Sink(scratch) as sink:
-        for round_number in range(1, rounds + 1):
-            for name, variant in VARIANTS.items():
-                _empty_tables()
-                _purge_email_queue()
-                sink.reset()
-                seconds = variant(sink, messages, scratch)
-                rate = messages / seconds
-                rates[name].append(rate)
-                measurements.append(
-                    {"round": round_number, "variant": name, "seconds": seconds, "messages_per_second": rate}
-                )
-                print(f"round {round_number}  {name:<6} {rate:8,.0f} messages/s  ({seconds:.2f} s)", flush=True)
+
+        def run_variant(name: str, round_number: int) -> float:
+            _empty_tables()
+            _purge_email_queue()
+            sink.reset()
+            return VARIANTS[name](sink, messages, scratch)
+
+        rates, measurements = harness.rate_rounds(
+            list(VARIANTS), rounds=rounds, count=messages, unit="messages", measure=run_variant
+        )
 
     summary = {name: harness.spread(values) for name, values in rates.items()}
     ratios = harness.kit_ratios(rates, summary, others=("naive", "limit", "wire"))

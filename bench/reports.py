@@ -204,20 +204,12 @@ def _measure_limit(function, rows: int, scratch: Path, suffix: str) -> dict:
 
 def run(*, quick: bool, rounds: int | None = None) -> dict:
     from django.conf import settings
-    from django.core.management import call_command
 
     from bench import harness
 
     sizes = QUICK if quick else FULL
     rounds = rounds or (2 if quick else 1)
-    started_at = harness.now_stamp()
-    scratch = harness.run_dir(started_at)
-    harness.reset_vhost(settings.CELERY_BROKER_URL)
-    harness.ensure_database(settings.DATABASES["default"])
-    call_command("migrate", verbosity=0, interactive=False)
-    rabbitmq, postgresql = harness.service_versions()
-    machine = harness.describe_machine(rabbitmq_version=rabbitmq, postgresql_version=postgresql)
-    harness.print_machine(machine)
+    started_at, scratch, machine = harness.prepare_run()
 
     most = max(*sizes["csv"], sizes["xlsx"])
     seeding = time.perf_counter()

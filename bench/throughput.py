@@ -168,17 +168,13 @@ def run(*, quick: bool, jobs: int | None = None, rounds: int | None = None, conc
     started_at, scratch, machine = harness.prepare_run()
     print(f"{jobs:,} no-op jobs per variant and round, {rounds} rounds, {concurrency} prefork children\n", flush=True)
 
-    variants = [Kit(), Bare(scratch), CommonDefault()]
-    rates: dict[str, list[float]] = {variant.name: [] for variant in variants}
-    measurements = []
-    for round_number in range(1, rounds + 1):
-        for variant in variants:
-            log_path = scratch / f"worker-{variant.name}-{round_number}.log"
-            seconds = measure(variant, jobs=jobs, concurrency=concurrency, log_path=log_path)
-            rate = jobs / seconds
-            rates[variant.name].append(rate)
-            measurements.append({"round": round_number, "variant": variant.name, "seconds": seconds, "jobs_per_second": rate})
-            print(f"round {round_number}  {variant.name:<15} {rate:7,.0f} jobs/s  ({seconds:.2f} s)", flush=True)
+    variants = {variant.name: variant for variant in (Kit(), Bare(scratch), CommonDefault())}
+
+    def run_variant(name: str, round_number: int) -> float:
+        log_path = scratch / f"worker-{name}-{round_number}.log"
+        return measure(variants[name], jobs=jobs, concurrency=concurrency, log_path=log_path)
+
+    rates, measurements = harness.rate_rounds(list(variants), rounds=rounds, count=jobs, unit="jobs", measure=run_variant)
 
     summary = {name: harness.spread(values) for name, values in rates.items()}
     ratios = harness.kit_ratios(rates, summary, others=("bare", "common-default"))
@@ -193,7 +189,7 @@ def run(*, quick: bool, jobs: int | None = None, rounds: int | None = None, conc
         "started_at": started_at,
         "machine": machine,
         "parameters": {"jobs": jobs, "rounds": rounds, "concurrency": concurrency, "pool": "prefork"},
-        "variants": {variant.name: variant.meaning for variant in variants},
+        "variants": {name: variant.meaning for name, variant in variants.items()},
         "measurements": measurements,
         "summary_jobs_per_second": summary,
         "ratios": ratios,
