@@ -3,6 +3,7 @@ real Celery worker processes against the test database and broker."""
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,6 +26,33 @@ def wait_for(condition: Callable[[], object], *, timeout: float = 30, interval: 
         if time.monotonic() > deadline:
             raise AssertionError(f"Timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now, for a server of a test's own."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def jobs_by_status(jobs) -> dict:
+    """{status: how many} of the given jobs, as the database has them now."""
+    from django.db.models import Count
+
+    from jobs.models import Job
+
+    rows = Job.objects.filter(pk__in=[job.pk for job in jobs]).values_list("status").annotate(n=Count("id"))
+    return dict(rows.values_list("status", "n"))
+
+
+def drop_publishing_pools() -> None:
+    """Celery builds its connection and producer pools lazily from the
+    broker URL: after a test changes the URL, the next publish uses the new
+    one."""
+    from celery import current_app
+
+    current_app._pool = None
+    current_app.amqp._producer_pool = None
 
 
 def test_database_url() -> str:

@@ -10,7 +10,6 @@ import os
 import re
 import signal
 import smtplib
-import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from jobs.queues import WORKER_GROUPS
-from tests.helpers import REPO, wait_for
+from tests.helpers import REPO, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -37,11 +36,6 @@ NOT_INHERITED = (
     "FLOWER_BASIC_AUTH", "RUN_MAIN", "LOG_LEVEL", "EMAIL_HOST", "EMAIL_PORT",
 )  # fmt: skip
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def processes_with(marker: bytes) -> list[int]:

@@ -9,7 +9,7 @@ from django.db import transaction
 
 from jobs.models import Job, JobStatus
 from jobs.services import _Confirms, job_enqueue_many, outbox_relay
-from tests.helpers import wait_for
+from tests.helpers import drop_publishing_pools, wait_for
 from tests.jobs.test_outbox_on_rabbitmq import _messages_in_default_queue, broker_down
 
 pytestmark = pytest.mark.integration
@@ -83,12 +83,10 @@ def test_the_embedded_broker_takes_jobs_enqueued_together(transactional_db, tmp_
     monkeypatch.setenv("CELERY_BROKER_WRITE_URL", "filesystem://")
     options = {"data_folder_in": str(folder), "data_folder_out": str(folder), "control_folder": str(tmp_path)}
     monkeypatch.setitem(current_app.conf, "broker_transport_options", options)
-    current_app._pool = None
-    current_app.amqp._producer_pool = None
+    drop_publishing_pools()
     try:
         jobs = job_enqueue_many(task_name="jobs.noop", calls=[((), {})] * 12)
     finally:
-        current_app._pool = None
-        current_app.amqp._producer_pool = None
+        drop_publishing_pools()
     assert _statuses(jobs) == {JobStatus.QUEUED}
     assert len(list(folder.glob("*.msg"))) == 12

@@ -33,7 +33,7 @@ from jobs.management.commands.flower import Command as FlowerCommand
 from jobs.management.commands.up import Command as UpCommand
 from jobs.management.commands.worker import Command as WorkerCommand
 from jobs.models import Job, JobStatus
-from tests.helpers import REPO, wait_for
+from tests.helpers import REPO, free_port, wait_for
 
 
 def argv_of(command_class, *args) -> list[str]:
@@ -45,11 +45,6 @@ def argv_of(command_class, *args) -> list[str]:
 def option(argv: list[str], name: str) -> str:
     return argv[argv.index(name) + 1]
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- worker -----------------------------------------------------------------

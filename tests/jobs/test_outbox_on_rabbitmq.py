@@ -11,7 +11,7 @@ from django.db import transaction
 from jobs.models import Job, JobStatus
 from jobs.services import enqueue, outbox_relay
 from jobs.tasks import noop
-from tests.helpers import wait_for
+from tests.helpers import drop_publishing_pools, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -20,23 +20,17 @@ pytestmark = pytest.mark.integration
 UNREACHABLE_BROKER = "amqp://guest:guest@127.0.0.1:1//"
 
 
-def _drop_publishing_pools() -> None:
-    # Celery builds its connection and producer pools lazily from the URL.
-    current_app._pool = None
-    current_app.amqp._producer_pool = None
-
-
 @contextmanager
 def broker_down(monkeypatch):
     """Publishing connections go to a closed port inside the block. Celery
     reads CELERY_BROKER_WRITE_URL from the environment before any setting."""
     monkeypatch.setenv("CELERY_BROKER_WRITE_URL", UNREACHABLE_BROKER)
-    _drop_publishing_pools()
+    drop_publishing_pools()
     try:
         yield
     finally:
         monkeypatch.delenv("CELERY_BROKER_WRITE_URL")
-        _drop_publishing_pools()
+        drop_publishing_pools()
 
 
 def _messages_in_default_queue() -> int:

@@ -222,7 +222,7 @@ def test_a_connection_the_database_dropped_is_replaced_by_the_next_tracking_stat
             return cursor.fetchone()[0]
 
     dropped = backend_pid()
-    with psycopg.connect(test_database_url().replace("postgres://", "postgresql://"), autocommit=True) as admin:
+    with psycopg.connect(test_database_url(), autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", [dropped])
 
     assert job_mark_started(job_id=str(job.id), worker="w1") is StartOutcome.RUN

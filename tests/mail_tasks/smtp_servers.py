@@ -3,7 +3,6 @@ one that takes everything, one that answers 4xx before 2xx (greylisting),
 one that answers 5xx for some recipients."""
 
 import asyncio
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -13,11 +12,7 @@ from email.parser import BytesParser
 
 from aiosmtpd.controller import Controller
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.helpers import free_port
 
 
 @dataclass

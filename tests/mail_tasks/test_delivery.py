@@ -10,7 +10,7 @@ from jobs.models import Job
 from mail_tasks import delivery, services
 from mail_tasks.models import MessageStatus
 from mail_tasks.smtp import ConnectionFailure
-from tests.mail_tasks.smtp_servers import free_port
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.django_db
 

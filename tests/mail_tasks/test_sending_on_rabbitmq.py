@@ -279,7 +279,7 @@ def test_email_send_outside_a_transaction_publishes_only_once_the_message_is_com
     def look_from_another_connection(headers=None, **_) -> None:
         if headers.get("task") != "mail_tasks.message_send":
             return
-        with psycopg.connect(test_database_url().replace("postgres://", "postgresql://"), autocommit=True) as other:
+        with psycopg.connect(test_database_url(), autocommit=True) as other:
             row = other.execute(
                 "SELECT job_id FROM mail_tasks_outboundmessage WHERE job_id = %s::uuid", [headers["id"]]
             )

@@ -13,7 +13,7 @@ from django.urls import reverse
 from mail_tasks.models import ReceivedEmail
 from mail_tasks.sink import received_store
 from tests import helpers
-from tests.mail_tasks.smtp_servers import free_port
+from tests.helpers import free_port
 
 
 def an_email() -> EmailMessage:

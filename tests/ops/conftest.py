@@ -15,15 +15,9 @@ from django.utils import timezone
 from jobs.models import Job, JobStatus
 from ops import broker
 from tests.browser.conftest import page  # noqa: F401  (the same Chromium set-up as the admin's browser test)
-from tests.helpers import REPO, wait_for
+from tests.helpers import REPO, free_port, wait_for
 
 FLOWER_LOGIN = ("operator", "flower-test-secret")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(autouse=True)

@@ -10,27 +10,18 @@ session. A node that cannot start fails the tests that need it.
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from celery import current_app
 
-from tests.helpers import wait_for
+from tests.helpers import drop_publishing_pools, free_port, wait_for
 from tests.reliability.postgres_node import fault_postgres  # noqa: F401
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 NODE = f"kitfault{os.getpid()}@localhost"
-PORT = _free_port()
+PORT = free_port()
 FAULT_BROKER_URL = f"amqp://guest:guest@127.0.0.1:{PORT}//"
 RABBITMQCTL = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
 RABBITMQ_SERVER = shutil.which("rabbitmq-server") or "/usr/sbin/rabbitmq-server"
@@ -90,7 +81,7 @@ def fault_broker(real_services):
         **os.environ,
         "RABBITMQ_NODENAME": NODE,
         "RABBITMQ_NODE_PORT": str(PORT),
-        "RABBITMQ_DIST_PORT": str(_free_port()),
+        "RABBITMQ_DIST_PORT": str(free_port()),
         "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
         "RABBITMQ_LOG_BASE": str(base / "log"),
         "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
@@ -107,12 +98,6 @@ def fault_broker(real_services):
     finally:
         rabbitmqctl("stop", timeout=60)
         shutil.rmtree(base, ignore_errors=True)
-
-
-def drop_publishing_pools() -> None:
-    # Celery builds its connection and producer pools lazily from the URL.
-    current_app._pool = None
-    current_app.amqp._producer_pool = None
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ that need it.
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,15 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, free_port
 
 DATABASE = "kit"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _bin_dir() -> Path:
@@ -42,7 +35,7 @@ class FaultPostgres:
         self.base = base
         self.data = base / "data"
         self.log = base / "postgres.log"
-        self.port = _free_port()
+        self.port = free_port()
         self.bin = _bin_dir()
         self.url = f"postgres://postgres@127.0.0.1:{self.port}/{DATABASE}"
 

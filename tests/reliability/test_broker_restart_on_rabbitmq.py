@@ -8,20 +8,14 @@ tests/jobs/test_outbox_on_rabbitmq.py.)"""
 import time
 
 import pytest
-from django.db.models import Count
 
 from jobs.models import Job, JobStatus
 from jobs.services import enqueue, outbox_relay
-from tests.helpers import wait_for
+from tests.helpers import jobs_by_status, wait_for
 
 pytestmark = pytest.mark.integration
 
 BEFORE, DURING, AFTER = 40, 20, 20
-
-
-def by_status(jobs) -> dict:
-    rows = Job.objects.filter(pk__in=[job.pk for job in jobs]).values_list("status").annotate(n=Count("id"))
-    return dict(rows.values_list("status", "n"))
 
 
 def relay_until_nothing_is_pending() -> bool:
@@ -32,14 +26,14 @@ def relay_until_nothing_is_pending() -> bool:
 def test_jobs_enqueued_and_running_across_a_broker_restart_all_complete(on_fault_broker, start_worker):
     worker = start_worker(concurrency=2)
     before = [enqueue("testapp.block", 0.2) for _ in range(BEFORE)]
-    assert by_status(before).get(JobStatus.PENDING, 0) == 0  # the broker confirmed them
-    wait_for(lambda: by_status(before).get(JobStatus.SUCCESS, 0) >= 5, timeout=60, what="the load to be under way")
+    assert jobs_by_status(before).get(JobStatus.PENDING, 0) == 0  # the broker confirmed them
+    wait_for(lambda: jobs_by_status(before).get(JobStatus.SUCCESS, 0) >= 5, timeout=60, what="the load to be under way")
 
     on_fault_broker.stop_app()
-    assert by_status(before).get(JobStatus.SUCCESS, 0) < BEFORE, "the load was over before the broker stopped"
+    assert jobs_by_status(before).get(JobStatus.SUCCESS, 0) < BEFORE, "the load was over before the broker stopped"
     began = time.monotonic()
     during = [enqueue("testapp.block", 0.2) for _ in range(DURING)]
-    assert by_status(during) == {JobStatus.PENDING: DURING}
+    assert jobs_by_status(during) == {JobStatus.PENDING: DURING}
     assert time.monotonic() - began < 60, "publishing to a stopped broker must fail fast, not hang the caller"
 
     on_fault_broker.start_app()
@@ -47,8 +41,8 @@ def test_jobs_enqueued_and_running_across_a_broker_restart_all_complete(on_fault
     wait_for(relay_until_nothing_is_pending, timeout=60, interval=1, what="the relay to publish what waited")
 
     everything = before + during + after
-    wait_for(lambda: by_status(everything).get(JobStatus.SUCCESS, 0) == len(everything), timeout=120, interval=0.5,
-             what=f"every job to succeed (now {by_status(everything)}); worker log: {worker.log_path}")  # fmt: skip
+    wait_for(lambda: jobs_by_status(everything).get(JobStatus.SUCCESS, 0) == len(everything), timeout=120, interval=0.5,
+             what=f"every job to succeed (now {jobs_by_status(everything)}); worker log: {worker.log_path}")  # fmt: skip
     assert worker.process.poll() is None, "the worker had to be restarted by hand"
     # Running copies cut off by the outage ran again, once.
     assert not Job.objects.filter(pk__in=[job.pk for job in everything], attempts__gt=2).exists()

@@ -11,12 +11,12 @@ import dj_database_url
 import pytest
 from django.core.management import call_command
 from django.db import connection
-from django.db.models import Count, F
+from django.db.models import F
 
 from jobs.models import Job, JobStatus
 from jobs.queues import QUEUE_TIME_LIMITS, Queue
 from jobs.services import enqueue, job_retry, jobs_reap_lost
-from tests.helpers import wait_for
+from tests.helpers import jobs_by_status, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -54,25 +54,20 @@ def restart(fault_postgres, *, down_for: float = 2) -> None:
     connection.close()
 
 
-def by_status(jobs) -> dict:
-    rows = Job.objects.filter(pk__in=[job.pk for job in jobs]).values_list("status").annotate(n=Count("id"))
-    return dict(rows.values_list("status", "n"))
-
-
 def test_jobs_running_across_a_database_restart_all_complete(on_fault_postgres, start_worker):
     worker = start_worker(concurrency=2)
     jobs = [enqueue("testapp.block", 0.2) for _ in range(JOBS)]
-    wait_for(lambda: by_status(jobs).get(JobStatus.SUCCESS, 0) >= 5, timeout=60, what="the load to be under way")
-    before = by_status(jobs)
+    wait_for(lambda: jobs_by_status(jobs).get(JobStatus.SUCCESS, 0) >= 5, timeout=60, what="the load to be under way")
+    before = jobs_by_status(jobs)
 
     restart(on_fault_postgres)
 
-    after = by_status(jobs)
+    after = jobs_by_status(jobs)
     assert before.get(JobStatus.SUCCESS, 0) < JOBS, f"the load was over before the database stopped: {before}"
-    wait_for(lambda: by_status(jobs).get(JobStatus.SUCCESS, 0) == JOBS, timeout=120, interval=0.5,
+    wait_for(lambda: jobs_by_status(jobs).get(JobStatus.SUCCESS, 0) == JOBS, timeout=120, interval=0.5,
              what=f"every job to succeed (before the restart {before}, just after it {after}); "
                   f"worker log: {worker.log_path}")  # fmt: skip
-    assert by_status(jobs) == {JobStatus.SUCCESS: JOBS}  # none left STARTED or QUEUED
+    assert jobs_by_status(jobs) == {JobStatus.SUCCESS: JOBS}  # none left STARTED or QUEUED
     assert worker.process.poll() is None, "the worker had to be restarted by hand"
     # A job whose end could not be recorded ran again, once.
     assert not Job.objects.filter(pk__in=[job.pk for job in jobs], attempts__gt=2).exists()
