@@ -30,7 +30,7 @@ from django_celery_results.models import TaskResult  # noqa: E402
 from bench import harness  # noqa: E402
 from config.celery_app import app as kit_app  # noqa: E402
 from jobs.models import Job, JobStatus  # noqa: E402
-from jobs.queues import Queue  # noqa: E402
+from jobs.queues import PRIORITY_VALUE, QUEUE_TIME_LIMITS, Priority, Queue  # noqa: E402
 from jobs.services import job_enqueue_many  # noqa: E402
 
 
@@ -71,6 +71,7 @@ class _PlainCelery:
     """bench.noop published straight to Celery with the variant's own settings."""
 
     settings_module: str
+    send_options: dict = {}
 
     def __init__(self):
         # A second Celery app, configured like the variant's workers; the
@@ -82,38 +83,55 @@ class _PlainCelery:
         harness.purge_queue(self.app, self.queue)
         with self.app.producer_or_acquire() as producer:
             for _ in range(jobs):
-                self.app.send_task("bench.noop", producer=producer)
+                self.app.send_task("bench.noop", producer=producer, **self.send_options)
         harness.wait_for_messages(self.app, self.queue, jobs)
 
 
-class Bare(_PlainCelery):
-    name = "bare"
-    meaning = "bench.noop, results ignored, acks on receipt, prefetch 4: the limit"
-    settings_module = "bench.settings_bare"
+class _Stamped(_PlainCelery):
+    """Nothing is stored, so the worker notes each task's start and end in a
+    file (bench/tasks.py). Polling the queue's message count instead would
+    miss prefetched messages and add polling lag."""
 
     def __init__(self, scratch: Path):
         super().__init__()
-        # Nothing is stored, so the worker notes each task's start and end in
-        # this file (bench/tasks.py). Polling the queue's message count
-        # instead would miss prefetched messages and add polling lag.
-        self.stamps = scratch / "bare-stamps.txt"
+        self.stamps = scratch / f"{self.name}-stamps.txt"
         self.worker_env = {"BENCH_STAMP_FILE": str(self.stamps)}
 
     def publish(self, jobs: int) -> None:
         self.stamps.unlink(missing_ok=True)
         super().publish(jobs)
 
-    def _lines(self) -> list[str]:
-        return self.stamps.read_text().splitlines() if self.stamps.exists() else []
-
     def finished(self) -> int:
-        return len(self._lines())
+        return len(harness.read_stamps(self.stamps))
 
     def seconds(self, jobs: int) -> float:
-        stamps = [tuple(map(float, line.split())) for line in self._lines()]
+        stamps = harness.read_stamps(self.stamps)
         if len(stamps) != jobs:
-            raise RuntimeError(f"{len(stamps)} of {jobs} bare tasks ran.")
+            raise RuntimeError(f"{len(stamps)} of {jobs} {self.name} tasks ran.")
         return max(end for _, end in stamps) - min(start for start, _ in stamps)
+
+
+class Bare(_Stamped):
+    name = "bare"
+    meaning = "bench.noop, results ignored, acks on receipt, prefetch 4: the limit"
+    settings_module = "bench.settings_bare"
+
+
+class KitUntracked(_Stamped):
+    """Not a baseline but a decomposition: the kit's delivery policy with no
+    tracking at all, so kit/kit-untracked is what tracking costs and
+    kit-untracked/bare what the delivery guarantees cost."""
+
+    name = "kit-untracked"
+    meaning = "bench.noop with the kit's delivery policy (late acks, prefetch 1, priority queue, time limits), no Job row, no result"
+    settings_module = "bench.settings_kit_untracked"
+    # What jobs.services._send gives a medium job on the default queue.
+    send_options = {
+        "queue": Queue.DEFAULT.value,
+        "priority": PRIORITY_VALUE[Priority.MEDIUM],
+        "soft_time_limit": QUEUE_TIME_LIMITS[Queue.DEFAULT].soft,
+        "time_limit": QUEUE_TIME_LIMITS[Queue.DEFAULT].hard,
+    }
 
 
 class CommonDefault(_PlainCelery):
@@ -168,7 +186,7 @@ def run(*, quick: bool, jobs: int | None = None, rounds: int | None = None, conc
     started_at, scratch, machine = harness.prepare_run()
     print(f"{jobs:,} no-op jobs per variant and round, {rounds} rounds, {concurrency} prefork children\n", flush=True)
 
-    variants = {variant.name: variant for variant in (Kit(), Bare(scratch), CommonDefault())}
+    variants = {variant.name: variant for variant in (Kit(), Bare(scratch), CommonDefault(), KitUntracked(scratch))}
 
     def run_variant(name: str, round_number: int) -> float:
         log_path = scratch / f"worker-{name}-{round_number}.log"
@@ -177,7 +195,8 @@ def run(*, quick: bool, jobs: int | None = None, rounds: int | None = None, conc
     rates, measurements = harness.rate_rounds(list(variants), rounds=rounds, count=jobs, unit="jobs", measure=run_variant)
 
     summary = {name: harness.spread(values) for name, values in rates.items()}
-    ratios = harness.kit_ratios(rates, summary, others=("bare", "common-default"))
+    ratios = harness.kit_ratios(rates, summary, others=("bare", "common-default", "kit-untracked"))
+    ratios.update(harness.kit_ratios(rates, summary, others=("bare",), kit="kit-untracked"))
 
     print()
     harness.print_table([(name, summary[name]) for name in rates], unit="jobs/s")

@@ -11,15 +11,15 @@ What changes, all about cost (DESIGN.md, invariant 6):
   not wait for the disk (jobs.tracking.relaxed_durability).
 """
 
+import functools
+
 from celery import states
 from django.db import InterfaceError, OperationalError, connections, router, transaction
-from django.db.models.constants import OnConflict
-from django.db.models.sql import InsertQuery
 from django.utils import timezone
 from django_celery_results.backends.database import DatabaseBackend
 
 from jobs.models import Job
-from jobs.tracking import is_job_id, job_outcome_values, job_update_sql, run_tracking_statement
+from jobs.tracking import cached_statement, is_job_id, job_outcome_values, job_update_sql, run_tracking_statement
 
 _UPDATED_ON_CONFLICT = [
     "status",
@@ -54,35 +54,44 @@ class TrackedDatabaseBackend(DatabaseBackend):
             "children": self.current_task_children(request),
         }
         _, _, encoded_meta = self.encode_content(meta)
-        fields = {
+        now = timezone.now()
+        values = {
+            **self._get_extended_properties(request, traceback),
             "task_id": task_id,
             "status": status,
             "result": encoded_result,
             "meta": encoded_meta,
             "content_encoding": content_encoding,
             "content_type": content_type,
-            **self._get_extended_properties(request, traceback),
+            # Not every code path passes extended properties; keep the traceback.
+            "traceback": traceback,
+            "date_created": now,  # kept from the first write (not in _UPDATED_ON_CONFLICT)
+            "date_done": now,
+            "date_started": now if status == states.STARTED else None,
         }
-        # Not every code path passes extended properties; keep the traceback.
-        fields["traceback"] = traceback
-        update_fields = list(_UPDATED_ON_CONFLICT)
-        if status == states.STARTED:
-            fields["date_started"] = timezone.now()
-            update_fields.append("date_started")
-        row = self.TaskModel(**fields)
+        update_fields = [*_UPDATED_ON_CONFLICT, "date_started"] if status == states.STARTED else _UPDATED_ON_CONFLICT
         job_values = job_outcome_values(celery_state=status, result=result) if is_job_id(task_id) else None
         using = using or router.db_for_write(self.TaskModel)
-        if job_values is not None and connections[using].vendor != "postgresql":
+        if connections[using].vendor != "postgresql":
             # No data-modifying WITH (SQLite): two statements, one transaction.
             with transaction.atomic(using=using):
                 self.TaskModel._default_manager.using(using).bulk_create(
-                    [row], update_conflicts=True, unique_fields=["task_id"], update_fields=update_fields
+                    [self.TaskModel(**values)],
+                    update_conflicts=True,
+                    unique_fields=["task_id"],
+                    update_fields=update_fields,
                 )
-                Job.objects.using(using).filter(pk=task_id).update(**job_values)
+                if job_values is not None:
+                    Job.objects.using(using).filter(pk=task_id).update(**job_values)
             return result
 
         def build(connection):
-            upsert_sql, upsert_params = self._upsert_sql(connection, row, update_fields)
+            upsert_sql = cached_statement(
+                connection, ("task_result_upsert", *update_fields), lambda c: self._write_upsert_sql(c, update_fields)
+            )
+            # A column a later django-celery-results adds is a KeyError here,
+            # not a silent NULL.
+            upsert_params = [values[name] for name in self._column_names()]
             if job_values is None:
                 return upsert_sql, upsert_params
             update_sql, update_params = job_update_sql(connection, job_id=task_id, values=job_values)
@@ -91,16 +100,21 @@ class TrackedDatabaseBackend(DatabaseBackend):
         run_tracking_statement(build, using=using)
         return result
 
-    def _upsert_sql(self, connection, row, update_fields: list[str]) -> tuple[str, list]:
-        """INSERT ... ON CONFLICT (task_id) DO UPDATE of one TaskResult, as
-        bulk_create(update_conflicts=True) would write it, without running it."""
+    def _write_upsert_sql(self, connection, update_fields: list[str]) -> str:
+        """INSERT ... ON CONFLICT (task_id) DO UPDATE of one TaskResult, with
+        a placeholder per column of _column_names() (PostgreSQL only)."""
         opts = self.TaskModel._meta
-        query = InsertQuery(
-            self.TaskModel,
-            on_conflict=OnConflict.UPDATE,
-            update_fields=[opts.get_field(name) for name in update_fields],
-            unique_fields=[opts.get_field("task_id")],
+        quote = connection.ops.quote_name
+        columns = [quote(opts.get_field(name).column) for name in self._column_names()]
+        updates = [quote(opts.get_field(name).column) for name in update_fields]
+        return (
+            f"INSERT INTO {quote(opts.db_table)} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))}) "
+            f"ON CONFLICT ({quote(opts.get_field('task_id').column)}) DO UPDATE SET "
+            + ", ".join(f"{column} = EXCLUDED.{column}" for column in updates)
         )
-        query.insert_values([field for field in opts.concrete_fields if not field.primary_key], [row])
-        [(sql, params)] = query.get_compiler(connection=connection).as_sql()
-        return sql, list(params)
+
+    @classmethod
+    @functools.cache
+    def _column_names(cls) -> list[str]:
+        """Every field of TaskResult but its id, in the order of the INSERT."""
+        return [field.name for field in cls.TaskModel._meta.concrete_fields if not field.primary_key]

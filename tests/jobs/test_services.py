@@ -206,6 +206,37 @@ def test_tracking_statements_skip_the_wal_flush_on_their_own_but_never_inside_so
     assert Job.objects.get(pk=job.pk).progress == 20
 
 
+def test_tracking_statements_bind_their_parameters_on_the_server(transactional_db):
+    """The worker's hot path quotes no parameter into the SQL in Python:
+    PostgreSQL receives the statement with $n placeholders, as its own view
+    of the connection's last query shows."""
+    import psycopg
+    from celery import states
+    from django.db import connection
+
+    from config.celery_app import app
+    from tests.helpers import test_database_url
+
+    job = enqueue("jobs.noop")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+
+    def last_statement() -> str:
+        with psycopg.connect(test_database_url(), autocommit=True) as observer:
+            return observer.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone()[0]
+
+    assert job_mark_started(job_id=str(job.id), worker="w1") is StartOutcome.RUN
+    started = last_statement()
+    app.backend.store_result(str(job.id), {"ok": True}, states.SUCCESS)
+    finished = last_statement()
+
+    assert "RETURNING status" in started and "$1" in started and str(job.id.hex) not in started
+    assert "WITH job AS" in finished and "$1" in finished and str(job.id) not in finished
+    assert Job.objects.get(pk=job.pk).status == JobStatus.SUCCESS
+    assert TaskResult.objects.get(task_id=str(job.id)).result == '{"ok": true}'
+
+
 def test_a_connection_the_database_dropped_is_replaced_by_the_next_tracking_statement(transactional_db):
     """What Django's per-request health check would do, without its extra
     round trip per task: a restarted database costs no job."""
