@@ -209,6 +209,12 @@ CELERY_DB_REUSE_MAX = 1_000_000
 # On a lost broker connection, unacked messages go back to the queue anyway;
 # stopping the running copies avoids running them twice.
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# A channel error (RabbitMQ closing the channel, e.g. PRECONDITION_FAILED when
+# a message is held past consumer_timeout) reconnects like a lost connection,
+# instead of Celery's default: "Unrecoverable error" and a worker that exits
+# and stays down unless something restarts it. The unacked messages go back
+# to the queue either way.
+CELERY_BROKER_CHANNEL_ERROR_RETRY = True
 # SIGTERM stays warm (jobs finish within their hard limit); a cold stop
 # (SIGQUIT, or REMAP_SIGTERM=SIGQUIT) gives them this long, then hands them back
 # unacknowledged. Idle workers stop at once (README, Guarantees).

@@ -3,13 +3,13 @@
 
 A worker holds a message with an ETA unacknowledged until it is due, and
 RabbitMQ closes the channel of a consumer that holds one longer than
-consumer_timeout; Celery takes that for an unrecoverable error and the worker
-stops. The kit keeps such jobs PENDING in the database until they are within
+consumer_timeout; by default Celery takes that for an unrecoverable error and
+the worker stops (the kit's settings make it reconnect instead). The kit keeps such jobs PENDING in the database until they are within
 JOBS_BROKER_ETA_HORIZON_SECONDS, below the timeout, and the outbox relay
 publishes them then (jobs.services._held_back). The publisher decides that,
 so the tests set the horizon in their own process. The control raises it
-above the timeout and sees RabbitMQ close the worker's channel: the shortened
-timeout is real.
+above the timeout and sees RabbitMQ close the worker's channel (the shortened
+timeout is real), and the worker reconnect and run the job.
 """
 
 import pytest
@@ -74,9 +74,15 @@ def test_a_job_due_after_the_consumer_timeout_runs_once_when_due_and_the_worker_
     assert "PRECONDITION_FAILED" not in worker.read_log()
 
 
-def test_control_a_job_parked_on_the_broker_past_the_consumer_timeout_gets_the_channel_closed(
+def test_control_when_rabbitmq_closes_the_channel_of_a_job_parked_past_the_timeout_the_worker_reconnects(
     short_consumer_timeout, start_worker
 ):
+    """The control: with the horizon above the timeout, the job goes to the
+    broker at once and the worker holds it until due, so RabbitMQ closes the
+    worker's channel (the shortened timeout is real). Celery's default would
+    take that for an unrecoverable error and exit; the kit's workers
+    reconnect (CELERY_BROKER_CHANNEL_ERROR_RETRY), the message comes back,
+    and the job still runs when due."""
     worker = start_worker()
     with override_settings(JOBS_BROKER_ETA_HORIZON_SECONDS=3600):
         job = enqueue("testapp.block", 0, countdown=COUNTDOWN_SECONDS)
@@ -84,5 +90,11 @@ def test_control_a_job_parked_on_the_broker_past_the_consumer_timeout_gets_the_c
     wait_for(lambda: TIMED_OUT in worker.read_log(), timeout=COUNTDOWN_SECONDS + 30, interval=0.5,
              what=f"RabbitMQ to close the worker's channel; log: {worker.log_path}")  # fmt: skip
     assert "PRECONDITION_FAILED" in worker.read_log()
-    # What the horizon prevents: the worker takes it as an unrecoverable error.
-    wait_for(lambda: worker.process.poll() is not None, timeout=30, what="the worker to stop")
+
+    wait_for(lambda: succeeded(job, worker), timeout=60, what=f"the job to run; log: {worker.log_path}")
+    job.refresh_from_db()
+    assert job.started_at >= job.eta
+    later = enqueue("testapp.block", 0)
+    wait_for(lambda: succeeded(later, worker), timeout=60, what=f"a later job to run; log: {worker.log_path}")
+    assert worker.process.poll() is None
+    assert "Unrecoverable error" not in worker.read_log()
