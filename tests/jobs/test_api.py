@@ -167,6 +167,27 @@ def test_users_see_their_own_jobs_and_not_other_peoples(client, submitter, admin
     assert [job["id"] for job in client.get("/api/jobs/").json()["results"]] == [str(mine.id)]
 
 
+def test_following_ones_own_finished_job_costs_three_queries_and_no_permission_lookup(
+    client, submitter, django_user_model, django_assert_num_queries
+):
+    """What a client polls for: its token, the job and its result. Someone
+    else's job still needs jobs.view_job, and without it is a 404."""
+    mine = enqueue("jobs.noop", requested_by=submitter)
+    Job.objects.filter(pk=mine.pk).update(status=JobStatus.SUCCESS)
+    TaskResult.objects.create(task_id=str(mine.id), status="SUCCESS", result="42")
+    token = Token.objects.create(user=submitter)
+    with django_assert_num_queries(3):
+        body = client.get(f"/api/jobs/{mine.id}/", HTTP_AUTHORIZATION=f"Token {token.key}").json()
+    assert (body["status"], body["result"]) == ("SUCCESS", 42)
+
+    viewer = django_user_model.objects.create_user("viewer", password="pw-123456")
+    viewer_token = Token.objects.create(user=viewer)
+    as_viewer = {"HTTP_AUTHORIZATION": f"Token {viewer_token.key}"}
+    assert client.get(f"/api/jobs/{mine.id}/", **as_viewer).status_code == 404
+    viewer.user_permissions.add(Permission.objects.get(codename="view_job"))
+    assert client.get(f"/api/jobs/{mine.id}/", **as_viewer).json()["result"] == 42
+
+
 def test_the_list_filters_by_status_and_refuses_unknown_ones(admin_client):
     done = enqueue("jobs.noop")
     Job.objects.filter(pk=done.pk).update(status=JobStatus.SUCCESS)
