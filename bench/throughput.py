@@ -1,8 +1,10 @@
 """Throughput of tracked no-op jobs through the kit, against bare Celery (the
-limit) and the common django-celery-results default.
+limit) and the common django-celery-results default; and the kit's delivery
+policy without tracking (kit-untracked), which splits the gap to bare Celery
+into what tracking costs and what the delivery guarantees cost.
 
-Per round, each variant in turn (A/B/C, A/B/C, ...), so load from whatever
-else runs on the machine lands on all three alike; the ratios are the
+Per round, each variant in turn (A/B/C/D, A/B/C/D, ...), so load from
+whatever else runs on the machine lands on all of them alike; the ratios are the
 result, the absolute figures belong to this machine on this day.
 
 Per variant: empty the tables and the queue, publish N messages with no
