@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import partial
+from itertools import islice
 from typing import Any
 
 from amqp.exceptions import AMQPError, MessageNacked
@@ -67,21 +68,12 @@ def job_enqueue(
     outbox relay publishes it (invariant 1). With a `unique_key`, while a job
     with that key is active the existing job is returned instead.
     """
-    task = get_job_task(task_name)
-    priority = Priority(priority)
     if countdown is not None:
         eta = timezone.now() + timedelta(seconds=countdown)
-    job = Job(
-        task_name=task_name,
-        args=_canonical_json(list(args), "args"),
-        kwargs=_canonical_json(dict(kwargs or {}), "kwargs"),
-        queue=Queue(task.queue or Queue.DEFAULT).value,
-        priority=priority.value,
-        eta=eta,
-        unique_key=unique_key,
-        requested_by=requested_by,
-        retry_of=retry_of,
-    )
+    job = _new_job(
+        task_name, args, kwargs or {}, priority,
+        eta=eta, unique_key=unique_key, requested_by=requested_by, retry_of=retry_of,
+    )  # fmt: skip
     try:
         if transaction.get_connection().in_atomic_block:
             # A savepoint, so a duplicate unique_key does not spoil the
@@ -309,24 +301,33 @@ def job_enqueue_many(
     caller's transaction, and published together once it commits
     (jobs_publish_many). Unique keys are not supported here: use
     job_enqueue for jobs that must not run twice at once."""
+    jobs = [_new_job(task_name, args, kwargs, priority, eta=eta, requested_by=requested_by) for args, kwargs in calls]
+    _insert_and_publish_together(jobs)
+    return jobs
+
+
+def _new_job(task_name: str, args: Sequence, kwargs: Mapping, priority: Priority | str, **fields) -> Job:
+    """An unsaved Job row for a call of the task: canonical JSON arguments,
+    the task's queue. UnknownTask if there is no such task."""
     task = get_job_task(task_name)
-    priority = Priority(priority)
-    jobs = [
-        Job(
-            task_name=task_name,
-            args=_canonical_json(list(args), "args"),
-            kwargs=_canonical_json(dict(kwargs), "kwargs"),
-            queue=Queue(task.queue or Queue.DEFAULT).value,
-            priority=priority.value,
-            eta=eta,
-            requested_by=requested_by,
-        )
-        for args, kwargs in calls
-    ]
+    return Job(
+        task_name=task_name,
+        args=_canonical_json(list(args), "args"),
+        kwargs=_canonical_json(dict(kwargs), "kwargs"),
+        queue=Queue(task.queue or Queue.DEFAULT).value,
+        priority=Priority(priority).value,
+        **fields,
+    )
+
+
+def _insert_and_publish_together(jobs: list[Job]) -> None:
+    """Insert the rows a thousand per statement in the caller's transaction;
+    publish them together once it commits (jobs_publish_many)."""
+    if not jobs:
+        return
     with transaction.atomic():
         Job.objects.bulk_create(jobs, batch_size=_IDS_PER_STATEMENT)
     transaction.on_commit(partial(jobs_publish_many, jobs), robust=True)
-    return jobs
 
 
 def outbox_relay(*, grace_seconds: int | None = None, batch_size: int = 100) -> int:
@@ -361,8 +362,7 @@ def outbox_relay(*, grace_seconds: int | None = None, batch_size: int = 100) -> 
 def job_retry(*, job: Job, requested_by=None) -> Job:
     """A new job replaying the canonical args of one that ended badly. The
     old row stays as history (`retry_of`)."""
-    if job.status not in RETRYABLE_STATUSES:
-        raise BadInput(f"Job {job.id} is {job.status}; only failed, cancelled, dead or lost jobs can be retried.")
+    _check_retryable(job)
     return job_enqueue(
         task_name=job.task_name,
         args=job.args,
@@ -374,6 +374,34 @@ def job_retry(*, job: Job, requested_by=None) -> Job:
         requested_by=requested_by,
         retry_of=job,
     )
+
+
+def _check_retryable(job: Job) -> None:
+    if job.status not in RETRYABLE_STATUSES:
+        raise BadInput(f"Job {job.id} is {job.status}; only failed, cancelled, dead or lost jobs can be retried.")
+
+
+def jobs_retry_many(*, jobs: Sequence[Job], requested_by=None) -> list[Job]:
+    """job_retry for many jobs at once, returning the new jobs in the order
+    of `jobs`. The new rows are inserted together in the caller's transaction
+    and published together once it commits, as job_enqueue_many does,
+    instead of a commit and a confirmed publish per job. A job with a unique
+    key is retried on its own (job_retry): its key is checked against the
+    active jobs, and the active one is returned if there is one. BadInput if
+    a job cannot be retried, UnknownTask if its task is gone: the caller
+    sorts those out first (jobs.admin does)."""
+    retries: list[Job] = []
+    together: list[Job] = []
+    for job in jobs:
+        if job.unique_key is not None:
+            retries.append(job_retry(job=job, requested_by=requested_by))
+            continue
+        _check_retryable(job)
+        retry = _new_job(job.task_name, job.args, job.kwargs, job.priority, requested_by=requested_by, retry_of=job)
+        together.append(retry)
+        retries.append(retry)
+    _insert_and_publish_together(together)
+    return retries
 
 
 def job_cancel(*, job: Job) -> bool:
@@ -416,11 +444,13 @@ def jobs_requeue_candidates(*, statuses=(JobStatus.FAILURE, JobStatus.DEAD), tas
 def jobs_requeue(*, statuses=(JobStatus.FAILURE, JobStatus.DEAD), task_name: str | None = None, requested_by=None) -> int:
     """Retry every candidate (see jobs_requeue_candidates), iterating in
     chunks so millions of rows do not sit in memory."""
-    jobs = jobs_requeue_candidates(statuses=statuses, task_name=task_name)
+    jobs = jobs_requeue_candidates(statuses=statuses, task_name=task_name).iterator(chunk_size=_IDS_PER_STATEMENT)
     count = 0
-    for job in jobs.iterator(chunk_size=1000):
-        job_retry(job=job, requested_by=requested_by)
-        count += 1
+    while chunk := list(islice(jobs, _IDS_PER_STATEMENT)):
+        # Each chunk commits on its own: an interrupted requeue keeps what
+        # it did, and running it again skips those (they have retries now).
+        with transaction.atomic():
+            count += len(jobs_retry_many(jobs=chunk, requested_by=requested_by))
     return count
 
 

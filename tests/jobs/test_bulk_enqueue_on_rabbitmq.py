@@ -90,3 +90,42 @@ def test_the_embedded_broker_takes_jobs_enqueued_together(transactional_db, tmp_
         drop_publishing_pools()
     assert _statuses(jobs) == {JobStatus.QUEUED}
     assert len(list(folder.glob("*.msg"))) == 12
+
+
+def test_retrying_many_failed_jobs_from_the_admin_inserts_logs_and_publishes_them_together(
+    broker, transactional_db, admin_client, django_assert_max_num_queries
+):
+    """The admin's "retry all failed" over more than two chunks (500): one
+    INSERT of jobs and one of log entries per chunk and one confirmed
+    publish per thousand, not a commit and a confirm per job (about 6,000
+    queries for these 1,200 jobs before)."""
+    from django.contrib.admin.models import LogEntry
+    from django.urls import reverse
+
+    from jobs.services import enqueue
+
+    failed = Job.objects.bulk_create(
+        Job(task_name="jobs.sleep", args=[0], kwargs={"steps": i}, queue="default", priority="low",
+            status=JobStatus.FAILURE)
+        for i in range(1200)
+    )  # fmt: skip
+    keyed = enqueue("jobs.noop", unique_key="one-at-a-time")
+    Job.objects.filter(pk=keyed.pk).update(status=JobStatus.DEAD)
+    gone = Job.objects.create(task_name="testapp.no_longer_here", queue="default", status=JobStatus.FAILURE)
+    already_queued = _messages_in_default_queue()  # the keyed job, published when enqueued
+
+    with django_assert_max_num_queries(100):
+        response = admin_client.post(reverse("admin:jobs_job_retry_failed"), follow=True)
+
+    retries = Job.objects.filter(retry_of__isnull=False)
+    assert retries.count() == 1201
+    assert {job.retry_of_id for job in retries} == {job.pk for job in [*failed, keyed]}
+    assert set(retries.values_list("status", flat=True)) == {JobStatus.QUEUED}
+    assert _messages_in_default_queue() - already_queued == 1201
+    stored = retries.get(retry_of=failed[-1])
+    assert (stored.args, stored.kwargs, stored.priority) == ([0], {"steps": 1199}, "low")
+    assert LogEntry.objects.filter(change_message__startswith="Retried as job").count() == 1201
+    notes = [str(message) for message in response.context["messages"]]
+    assert "Retried 1201 jobs." in notes
+    assert any("its task testapp.no_longer_here no longer exists" in note for note in notes)
+    assert not retries.filter(retry_of=gone).exists()
