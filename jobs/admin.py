@@ -433,14 +433,17 @@ class JobAdmin(admin.ModelAdmin):
         """Cancel each job that has not finished; report the rest."""
         cancelled = 0
         skipped: Counter[str] = Counter()
-        for job in jobs:
-            # The service's UPDATE is conditional on the status, so a job that
-            # finishes between this read and that write is skipped, not undone.
-            if job.status not in CANCELLABLE_STATUSES or not services.job_cancel(job=job):
-                skipped[f"it had already ended ({job.status})"] += 1
-                continue
-            self.log_change(request, job, "Cancelled.")
-            cancelled += 1
+        jobs = iter(jobs)
+        while chunk := list(islice(jobs, CHUNK_SIZE)):
+            candidates = [job for job in chunk if job.status in CANCELLABLE_STATUSES]
+            # The service reads the statuses again under a lock, so a job that
+            # finished since this read is skipped, not undone.
+            done = services.jobs_cancel_many(job_ids=[job.pk for job in candidates]) if candidates else set()
+            for job in chunk:
+                if job.pk not in done:
+                    skipped[f"it had already ended ({job.status})"] += 1
+            self._log_changes(request, [(job, "Cancelled.") for job in candidates if job.pk in done])
+            cancelled += len(done)
         if cancelled:
             messages.success(request, f"Cancelled {_jobs(cancelled)}.")
         if skipped:

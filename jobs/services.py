@@ -411,22 +411,37 @@ def job_cancel(*, job: Job) -> bool:
     acknowledges it without running (jobs.tracking.job_mark_started), even if
     it missed the revoke broadcast. A running job is also terminated.
     """
+    return bool(jobs_cancel_many(job_ids=[job.pk]))
+
+
+def jobs_cancel_many(*, job_ids: Sequence) -> set:
+    """job_cancel for many jobs at once; returns the ids of those it
+    cancelled (the others had finished). Two UPDATEs for all of them, and at
+    most two revoke broadcasts (one terminating the running jobs), instead of
+    both per job."""
     now = timezone.now()
-    cancelled = (
-        Job.objects.filter(pk=job.pk, status__in=CANCELLABLE_STATUSES)
-        .exclude(status=JobStatus.STARTED)
-        .update(status=JobStatus.REVOKED, finished_at=now, error="Cancelled.")
-    )
-    running = Job.objects.filter(pk=job.pk, status=JobStatus.STARTED).update(
-        status=JobStatus.REVOKED, finished_at=now, error="Cancelled while running."
-    )
-    if not (cancelled or running):
-        return False
-    try:
-        current_app.control.revoke(str(job.id), terminate=bool(running), signal="SIGTERM")
-    except _PUBLISH_ERRORS as exc:
-        logger.warning("Job %s is cancelled in the database; the revoke broadcast failed: %s", job.id, exc)
-    return True
+    with transaction.atomic():
+        # Locked, so a job that finishes meanwhile is either left alone or
+        # cancelled, never both.
+        statuses = dict(
+            Job.objects.select_for_update()
+            .filter(pk__in=job_ids, status__in=CANCELLABLE_STATUSES)
+            .values_list("pk", "status")
+        )
+        running = [pk for pk, status in statuses.items() if status == JobStatus.STARTED]
+        waiting = [pk for pk, status in statuses.items() if status != JobStatus.STARTED]
+        Job.objects.filter(pk__in=waiting).update(status=JobStatus.REVOKED, finished_at=now, error="Cancelled.")
+        Job.objects.filter(pk__in=running).update(
+            status=JobStatus.REVOKED, finished_at=now, error="Cancelled while running."
+        )
+    for ids, terminate in ((waiting, False), (running, True)):
+        if not ids:
+            continue
+        try:
+            current_app.control.revoke([str(pk) for pk in ids], terminate=terminate, signal="SIGTERM")
+        except _PUBLISH_ERRORS as exc:
+            logger.warning("%d jobs are cancelled in the database; the revoke broadcast failed: %s", len(ids), exc)
+    return set(statuses)
 
 
 def jobs_requeue_candidates(*, statuses=(JobStatus.FAILURE, JobStatus.DEAD), task_name: str | None = None):

@@ -147,3 +147,37 @@ def test_a_high_priority_job_overtakes_a_backlog_of_low_ones(start_worker, tmp_p
 
     started_before_high = sum(1 for low in lows if low.started_at < high.started_at)
     assert started_before_high < 10, worker.read_log()[-2000:]
+
+
+def test_cancelling_running_and_waiting_jobs_together_stops_the_running_and_never_starts_the_others(
+    start_worker, admin_client
+):
+    """The admin's bulk cancel: the running jobs' children are terminated,
+    the jobs still on the broker are acknowledged without running when they
+    arrive, and the worker carries on."""
+    from django.urls import reverse
+
+    worker = start_worker(concurrency=2)
+    running = [enqueue("testapp.block", 30) for _ in range(2)]
+    waiting = [enqueue("testapp.block", 30) for _ in range(3)]
+    wait_for(lambda: Job.objects.filter(pk__in=[job.pk for job in running], status=JobStatus.STARTED).count() == 2,
+             timeout=60, what="both children to run a blocking job")  # fmt: skip
+
+    response = admin_client.post(
+        reverse("admin:jobs_job_changelist"),
+        {"action": "cancel_selected", "_selected_action": [str(job.pk) for job in [*running, *waiting]]},
+        follow=True,
+    )
+
+    assert "Cancelled 5 jobs." in [str(message) for message in response.context["messages"]]
+    # The worker terminated the running children and recorded it, long
+    # before their 30 s were up.
+    wait_for(lambda: set(TaskResult.objects.filter(task_id__in=[str(job.id) for job in running])
+                         .values_list("status", flat=True)) == {"REVOKED"},
+             timeout=20, what="the worker to terminate both running jobs")  # fmt: skip
+    later = finished(enqueue("jobs.sleep", 0, 1), timeout=60)
+    assert later.status == JobStatus.SUCCESS
+    assert worker.process.poll() is None
+    for job in waiting:
+        job.refresh_from_db()
+        assert (job.status, job.started_at) == (JobStatus.REVOKED, None)
