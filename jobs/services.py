@@ -421,8 +421,8 @@ def jobs_cancel_many(*, job_ids: Sequence) -> set:
     both per job."""
     now = timezone.now()
     with transaction.atomic():
-        # Locked, so a job that finishes meanwhile is either left alone or
-        # cancelled, never both.
+        # Locked until the UPDATEs commit, so they change exactly the jobs
+        # read here: one that finished since the caller looked is left alone.
         statuses = dict(
             Job.objects.select_for_update()
             .filter(pk__in=job_ids, status__in=CANCELLABLE_STATUSES)
