@@ -94,9 +94,10 @@ def _tracking_cursor(connection):
     the server instead of quoting them into the SQL in Python (Django's
     default, and about a third of what a tracking statement cost the worker).
     It is still Django's cursor wrapper, so errors, debug logging and
-    CaptureQueriesContext work as for any other query. Statements are not
-    prepared, as Django does not prepare them (connection poolers); with
-    OPTIONS["prepare_threshold"] set, psycopg prepares these too."""
+    CaptureQueriesContext work as for any other query. psycopg prepares
+    them on their fifth run on a connection (OPTIONS["prepare_threshold"],
+    config/settings/base.py), which halves what they cost PostgreSQL;
+    Django's own cursors bind on the client and are never prepared."""
     if connection.vendor != "postgresql":
         return connection.cursor()
     connection.ensure_connection()

@@ -76,6 +76,17 @@ def _database(url: str) -> dict:
         conn_max_age=env_int("DB_CONN_MAX_AGE", 600),
         conn_health_checks=True,
     )
+    if config["ENGINE"] == "django.db.backends.postgresql":
+        # Django turns prepared statements off (for connection poolers). Its
+        # ORM binds parameters on the client, which prepares nothing either
+        # way; this reaches the workers' tracking statements (jobs.tracking),
+        # which bind on the server and run thousands of times a second:
+        # prepared, each costs PostgreSQL about half the CPU (no parse and
+        # plan per job). psycopg prepares a statement on its 5th run (its
+        # own default). Behind PgBouncer in transaction mode, either give
+        # PgBouncer (1.21 or later) max_prepared_statements or set
+        # DB_PREPARED_STATEMENTS=false.
+        config.setdefault("OPTIONS", {})["prepare_threshold"] = 5 if env_bool("DB_PREPARED_STATEMENTS", True) else None
     if config["ENGINE"] == "django.db.backends.sqlite3":
         Path(config["NAME"]).parent.mkdir(parents=True, exist_ok=True)
         # Several processes (web, workers, beat) write to one file: WAL lets

@@ -237,6 +237,40 @@ def test_tracking_statements_bind_their_parameters_on_the_server(transactional_d
     assert TaskResult.objects.get(task_id=str(job.id)).result == '{"ok": true}'
 
 
+def test_tracking_statements_are_prepared_once_per_connection(transactional_db):
+    """Past its first runs, each tracking statement is parsed and planned
+    once per connection, not once per job; Django's own queries (client-side
+    binding) are never prepared."""
+    from celery import states
+    from django.db import connection
+
+    from config.celery_app import app
+
+    jobs = [enqueue("jobs.noop") for _ in range(8)]
+    for job in jobs:
+        assert job_mark_started(job_id=str(job.id), worker="w1") is StartOutcome.RUN
+        app.backend.store_result(str(job.id), None, states.SUCCESS)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [row[0] for row in cursor.fetchall()]
+
+    assert [statement for statement in prepared if "RETURNING status" in statement] != []
+    assert [statement for statement in prepared if "WITH job AS" in statement] != []
+    assert len(prepared) == len(set(prepared)), prepared
+    assert all("$1" in statement for statement in prepared), prepared
+    assert Job.objects.filter(status=JobStatus.SUCCESS).count() == len(jobs)
+
+
+def test_prepared_statements_can_be_turned_off_for_a_pooler(monkeypatch):
+    from config.settings.base import _database
+
+    url = "postgres://kit@db.example:5432/kit?sslmode=require"
+    assert _database(url)["OPTIONS"] == {"sslmode": "require", "prepare_threshold": 5}
+    monkeypatch.setenv("DB_PREPARED_STATEMENTS", "false")
+    assert _database(url)["OPTIONS"] == {"sslmode": "require", "prepare_threshold": None}
+    assert "prepare_threshold" not in _database("sqlite:////tmp/kit.sqlite3")["OPTIONS"]
+
+
 def test_a_connection_the_database_dropped_is_replaced_by_the_next_tracking_statement(transactional_db):
     """What Django's per-request health check would do, without its extra
     round trip per task: a restarted database costs no job."""
