@@ -103,17 +103,20 @@ def run(*, quick: bool, jobs: int | None = None, rounds: int | None = None) -> d
     jobs = jobs or preset["jobs"]
     rounds = rounds or preset["rounds"]
     started_at, _, machine = harness.prepare_run()
-    print(f"{jobs:,} jobs enqueued per variant and round, {rounds} rounds, no worker running\n", flush=True)
-
     variants = {
         variant.name: variant for variant in (KitBulk(), ApplyAsyncConfirmed(), ApplyAsyncDefault(), KitOneByOne())
     }
+    counts = harness.variant_counts(list(variants), jobs, slow=(KitOneByOne.name,), quick=quick)
+    print(
+        f"{harness.describe_counts(counts)} jobs enqueued per variant and round, {rounds} rounds, no worker running\n",
+        flush=True,
+    )
     rates, measurements = harness.rate_rounds(
         list(variants),
         rounds=rounds,
-        count=jobs,
+        count=counts,
         unit="jobs",
-        measure=lambda name, _: measure(variants[name], jobs=jobs),
+        measure=lambda name, _: measure(variants[name], jobs=counts[name]),
     )
 
     summary = {name: harness.spread(values) for name, values in rates.items()}
@@ -129,7 +132,7 @@ def run(*, quick: bool, jobs: int | None = None, rounds: int | None = None) -> d
         "benchmark": "enqueue",
         "started_at": started_at,
         "machine": machine,
-        "parameters": {"jobs": jobs, "rounds": rounds},
+        "parameters": {"jobs": counts, "rounds": rounds},
         "variants": {name: variant.meaning for name, variant in variants.items()},
         "measurements": measurements,
         "summary_jobs_per_second": summary,

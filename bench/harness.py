@@ -199,21 +199,48 @@ def kit_ratios(
     return ratios
 
 
+# In quick mode, the slowest baselines (the common default, one job per mail,
+# one enqueue per call) run this share of the items: they took half of `make
+# bench`'s time, and their rate is steady from the first item (no warm-up for
+# a shorter run to magnify), so the rate, and so the ratio, stays the same.
+QUICK_SLOW_SHARE = 0.3
+
+
+def variant_counts(names: list[str], count: int, *, slow: tuple[str, ...], quick: bool) -> dict[str, int]:
+    """Items each variant runs: `count`, or QUICK_SLOW_SHARE of it for the
+    `slow` ones in quick mode."""
+    return {name: round(count * QUICK_SLOW_SHARE) if quick and name in slow else count for name in names}
+
+
+def describe_counts(counts: dict[str, int]) -> str:
+    """'1,000' or '1,000 (common-default: 300)', for a benchmark's header."""
+    most = max(counts.values())
+    fewer = [f"{name}: {count:,}" for name, count in counts.items() if count != most]
+    return f"{most:,}" + (f" ({', '.join(fewer)})" if fewer else "")
+
+
 def rate_rounds(
-    names: list[str], *, rounds: int, count: int, unit: str, measure: Callable[[str, int], float], decimals: int = 0
+    names: list[str],
+    *,
+    rounds: int,
+    count: int | dict[str, int],
+    unit: str,
+    measure: Callable[[str, int], float],
+    decimals: int = 0,
 ) -> tuple[dict[str, list[float]], list[dict]]:
     """Every variant once per round, in the same order each round, so load
     from elsewhere lands on all of them alike. `measure(name, round_number)`
     returns the seconds the variant took for `count` items (`unit`: "jobs",
-    "images", ...). Prints a line per run; returns the rates per variant and
-    one measurement per run."""
+    "images", ...; a dict gives each variant its own count). Prints a line
+    per run; returns the rates per variant and one measurement per run."""
+    counts = count if isinstance(count, dict) else dict.fromkeys(names, count)
     width = max(len(name) for name in names)
     rates: dict[str, list[float]] = {name: [] for name in names}
     measurements = []
     for round_number in range(1, rounds + 1):
         for name in names:
             seconds = measure(name, round_number)
-            rate = count / seconds
+            rate = counts[name] / seconds
             rates[name].append(rate)
             measurements.append(
                 {"round": round_number, "variant": name, "seconds": seconds, f"{unit}_per_second": rate}

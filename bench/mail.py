@@ -245,8 +245,9 @@ def run(*, quick: bool, messages: int | None = None, rounds: int | None = None) 
     preset = QUICK if quick else FULL
     messages, rounds = messages or preset["messages"], rounds or preset["rounds"]
     started_at, scratch, machine = harness.prepare_run()
+    counts = harness.variant_counts(list(VARIANTS), messages, slow=("naive",), quick=quick)
     print(
-        f"{messages:,} personalised messages per variant and round, {rounds} round(s), "
+        f"{harness.describe_counts(counts)} personalised messages per variant and round, {rounds} round(s), "
         f"{CONCURRENCY} prefork children\n",
         flush=True,
     )
@@ -257,10 +258,10 @@ def run(*, quick: bool, messages: int | None = None, rounds: int | None = None) 
             _empty_tables()
             _purge_email_queue()
             sink.reset()
-            return VARIANTS[name](sink, messages, scratch)
+            return VARIANTS[name](sink, counts[name], scratch)
 
         rates, measurements = harness.rate_rounds(
-            list(VARIANTS), rounds=rounds, count=messages, unit="messages", measure=run_variant
+            list(VARIANTS), rounds=rounds, count=counts, unit="messages", measure=run_variant
         )
 
     summary = {name: harness.spread(values) for name, values in rates.items()}
@@ -274,7 +275,7 @@ def run(*, quick: bool, messages: int | None = None, rounds: int | None = None) 
         "started_at": started_at,
         "machine": machine,
         "parameters": {
-            "messages": messages,
+            "messages": counts,
             "rounds": rounds,
             "concurrency": CONCURRENCY,
             "batch_size": settings.MAIL_BATCH_SIZE,

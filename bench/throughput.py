@@ -186,15 +186,19 @@ def run(*, quick: bool, jobs: int | None = None, rounds: int | None = None, conc
     jobs = jobs or preset["jobs"]
     rounds = rounds or preset["rounds"]
     started_at, scratch, machine = harness.prepare_run()
-    print(f"{jobs:,} no-op jobs per variant and round, {rounds} rounds, {concurrency} prefork children\n", flush=True)
-
     variants = {variant.name: variant for variant in (Kit(), Bare(scratch), CommonDefault(), KitUntracked(scratch))}
+    counts = harness.variant_counts(list(variants), jobs, slow=(CommonDefault.name,), quick=quick)
+    print(
+        f"{harness.describe_counts(counts)} no-op jobs per variant and round, {rounds} rounds, "
+        f"{concurrency} prefork children\n",
+        flush=True,
+    )
 
     def run_variant(name: str, round_number: int) -> float:
         log_path = scratch / f"worker-{name}-{round_number}.log"
-        return measure(variants[name], jobs=jobs, concurrency=concurrency, log_path=log_path)
+        return measure(variants[name], jobs=counts[name], concurrency=concurrency, log_path=log_path)
 
-    rates, measurements = harness.rate_rounds(list(variants), rounds=rounds, count=jobs, unit="jobs", measure=run_variant)
+    rates, measurements = harness.rate_rounds(list(variants), rounds=rounds, count=counts, unit="jobs", measure=run_variant)
 
     summary = {name: harness.spread(values) for name, values in rates.items()}
     ratios = harness.kit_ratios(rates, summary, others=("bare", "common-default", "kit-untracked"))
@@ -209,7 +213,7 @@ def run(*, quick: bool, jobs: int | None = None, rounds: int | None = None, conc
         "benchmark": "throughput",
         "started_at": started_at,
         "machine": machine,
-        "parameters": {"jobs": jobs, "rounds": rounds, "concurrency": concurrency, "pool": "prefork"},
+        "parameters": {"jobs": counts, "rounds": rounds, "concurrency": concurrency, "pool": "prefork"},
         "variants": {name: variant.meaning for name, variant in variants.items()},
         "measurements": measurements,
         "summary_jobs_per_second": summary,
