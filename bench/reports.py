@@ -16,7 +16,7 @@ on the same rows in the same run:
          openpyxl  openpyxl's write-only mode fed the same queryset, with only
                    what openpyxl needs (UUIDs as text, naive datetimes)
 
-Variants run back to back in each round (2 rounds quick, 1 full; --rounds),
+Variants run back to back in each round (1 round unless --rounds says more),
 so load from elsewhere lands on all of them alike; figures are medians and
 ratios are ratios of medians. The kit's time is its job's started_at to
 finished_at as the worker recorded them (count, query, write, move into
@@ -208,7 +208,8 @@ def run(*, quick: bool, rounds: int | None = None) -> dict:
     from bench import harness
 
     sizes = QUICK if quick else FULL
-    rounds = rounds or (2 if quick else 1)
+    # One round: a quick run's second round cost `make bench` 35 s of its 5 minutes.
+    rounds = rounds or 1
     started_at, scratch, machine = harness.prepare_run()
 
     most = max(*sizes["csv"], sizes["xlsx"])
@@ -305,7 +306,7 @@ def main() -> None:
         action="store_true",
         help=f"CSV at {QUICK['csv'][0]:,} and {QUICK['csv'][1]:,} rows, XLSX at {QUICK['xlsx']:,}",
     )
-    parser.add_argument("--rounds", type=int, help="rounds, each running every variant once (default 2 quick, 1 full)")
+    parser.add_argument("--rounds", type=int, help="rounds, each running every variant once (default 1)")
     args = parser.parse_args()
 
     import django
