@@ -265,6 +265,7 @@ def test_prepared_statements_can_be_turned_off_for_a_pooler(monkeypatch):
     from config.settings.base import _database
 
     url = "postgres://kit@db.example:5432/kit?sslmode=require"
+    monkeypatch.delenv("DB_PREPARED_STATEMENTS", raising=False)
     assert _database(url)["OPTIONS"] == {"sslmode": "require", "prepare_threshold": 5}
     monkeypatch.setenv("DB_PREPARED_STATEMENTS", "false")
     assert _database(url)["OPTIONS"] == {"sslmode": "require", "prepare_threshold": None}
