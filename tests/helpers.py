@@ -109,13 +109,7 @@ class WorkerProcess:
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=10)
 
-    def stop(self, timeout: float = 45) -> None:
-        """SIGTERM, Celery's warm shutdown, waiting `timeout` seconds before a
-        SIGKILL. Over 30: a pool child whose last result the main process
-        has not read when the shutdown begins waits up to 30 s for it before
-        exiting (billiard's Worker._ensure_messages_consumed), and the main
-        process waits for the child; seen here about once in 25 warm stops
-        under load."""
+    def stop(self, timeout: float = 20) -> None:
         if self.process is None or self.process.poll() is not None:
             return
         self.process.send_signal(signal.SIGTERM)
