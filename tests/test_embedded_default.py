@@ -26,8 +26,8 @@ pytestmark = pytest.mark.integration
 
 FLOWER_LOGIN = ("flower", "e2e-flower-secret")
 # Workers on the filesystem broker take several seconds for a warm shutdown;
-# `up` itself kills what is still running after 30.
-STOP_TIMEOUT = 40
+# `up` itself kills what is still running after 45 (GRACE_SECONDS).
+STOP_TIMEOUT = 60
 # Set for this test run by config.settings.test, or by whoever runs the tests:
 # none of them may reach a first run of the kit.
 NOT_INHERITED = (

@@ -26,8 +26,11 @@ WEB_PORT = 8000
 # Per worker group: enough to see jobs run side by side without filling a
 # laptop with one process per CPU per group.
 CONCURRENCY = 2
-# A warm worker shutdown waits for running tasks; past this, SIGKILL.
-GRACE_SECONDS = 30
+# A warm worker shutdown waits for running tasks; past this, SIGKILL. Over
+# 30 s: a pool child whose last result the main process had not read when the
+# shutdown began waits up to 30 s for it (billiard's
+# Worker._ensure_messages_consumed) before exiting.
+GRACE_SECONDS = 45
 
 
 def port_free(port: int) -> bool:
