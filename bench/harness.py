@@ -7,6 +7,7 @@ import os
 import platform
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -51,10 +52,19 @@ def wait_until(condition: Callable[[], bool], *, timeout: float, what: str, inte
         time.sleep(interval)
 
 
+# A queue nothing is published to, one per worker name (each variant's
+# settings declare queues with their own arguments). A worker started on it
+# is up and idle until Worker.consume moves it to its real queue, so that
+# what the worker costs to start (imports, forking its pool) stays out of a
+# CPU measurement.
+PARKED_QUEUE = "bench-parked-{name}"
+
+
 class Worker:
     """A real `celery worker` process under a given settings module; a context
     manager that kills it once the measurement is over (a warm shutdown if
-    the measurement failed, so its log is complete)."""
+    the measurement failed, so its log is complete). With parked=True it
+    consumes nothing until consume() is called."""
 
     def __init__(
         self,
@@ -66,10 +76,13 @@ class Worker:
         log_path: Path,
         env: dict | None = None,
         extra_args: tuple[str, ...] = (),
+        parked: bool = False,
     ):
+        self.queue = queue
+        self.nodename = f"bench-{name}@{socket.gethostname()}"  # what Celery makes of bench-NAME@%h
         self.command = [
             sys.executable, "-m", "celery", "-A", "config", "worker",
-            "-P", "prefork", "-c", str(concurrency), "-Q", queue, "-n", f"bench-{name}@%h",
+            "-P", "prefork", "-c", str(concurrency), "-Q", PARKED_QUEUE.format(name=name) if parked else queue, "-n", self.nodename,
             # No chatter between workers, and no per-task INFO lines: logging
             # would cost every variant the same and blur the difference.
             "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "WARNING",
@@ -95,6 +108,22 @@ class Worker:
     def check_alive(self) -> None:
         if self.process.poll() is not None:
             raise RuntimeError(f"Worker exited with {self.process.returncode}; see {self.log_path}")
+
+    def wait_until_up(self, app, *, timeout: float = 60) -> None:
+        """Until the worker answers a ping: its pool is forked and its event
+        loop runs. `app`: a Celery app on the worker's broker."""
+
+        def answers() -> bool:
+            self.check_alive()
+            return bool(app.control.ping(destination=[self.nodename], timeout=0.5))
+
+        wait_until(answers, timeout=timeout, what=f"{self.nodename} to answer a ping ({self.log_path})")
+
+    def consume(self, app) -> None:
+        """Start a parked worker on its real queue."""
+        replies = app.control.add_consumer(self.queue, destination=[self.nodename], reply=True, timeout=5)
+        if not any("ok" in reply.get(self.nodename, {}) for reply in replies):
+            raise RuntimeError(f"{self.nodename} did not start consuming {self.queue}: {replies}")
 
     def __exit__(self, exc_type, *exc_info) -> None:
         if exc_type is None and self.process.poll() is None:

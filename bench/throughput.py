@@ -29,7 +29,7 @@ from celery import states  # noqa: E402
 from django.db.models import Max, Min  # noqa: E402
 from django_celery_results.models import TaskResult  # noqa: E402
 
-from bench import harness  # noqa: E402
+from bench import cpu, harness  # noqa: E402
 from config.celery_app import app as kit_app  # noqa: E402
 from jobs.models import Job, JobStatus  # noqa: E402
 from jobs.queues import PRIORITY_VALUE, QUEUE_TIME_LIMITS, Priority, Queue  # noqa: E402
@@ -48,6 +48,7 @@ class Kit:
     settings_module = "bench.settings_kit"
     queue = Queue.DEFAULT.value
     worker_env: dict = {}
+    app = kit_app
 
     def publish(self, jobs: int) -> None:
         harness.purge_queue(kit_app, self.queue)
@@ -154,8 +155,11 @@ class CommonDefault(_PlainCelery):
         return _seconds(window["start"], window["end"])
 
 
-def measure(variant, *, jobs: int, concurrency: int, log_path: Path) -> float:
-    """Seconds the variant's worker took to run `jobs` pre-published jobs."""
+def measure(variant, *, jobs: int, concurrency: int, log_path: Path) -> tuple[float, dict[str, float]]:
+    """Seconds the variant's worker took to run `jobs` pre-published jobs,
+    and the CPU milliseconds each part of the stack spent per job meanwhile
+    (bench.cpu; from the moment the idle worker was told to consume until
+    the last job was seen finished)."""
     harness.empty_job_tables()
     variant.publish(jobs)
     with harness.Worker(
@@ -165,16 +169,20 @@ def measure(variant, *, jobs: int, concurrency: int, log_path: Path) -> float:
         concurrency=concurrency,
         log_path=log_path,
         env=variant.worker_env,
+        parked=True,
     ) as worker:
 
         def drained() -> bool:
             worker.check_alive()
             return variant.finished() >= jobs
 
+        worker.wait_until_up(variant.app)
+        before = cpu.snapshot(worker.process.pid)
+        worker.consume(variant.app)
         # Generous: even the slowest variant runs more than 20 jobs a second.
         harness.wait_until(drained, timeout=60 + jobs / 20, what=f"{variant.name} to run {jobs} jobs ({log_path})")
-    return variant.seconds(jobs)
-
+        after = cpu.snapshot(worker.process.pid)
+    return variant.seconds(jobs), cpu.per_item_ms(before, after, jobs)
 
 
 QUICK = {"jobs": 1000, "rounds": 3}
@@ -194,11 +202,18 @@ def run(*, quick: bool, jobs: int | None = None, rounds: int | None = None, conc
         flush=True,
     )
 
+    cpu_costs: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
+
     def run_variant(name: str, round_number: int) -> float:
         log_path = scratch / f"worker-{name}-{round_number}.log"
-        return measure(variants[name], jobs=counts[name], concurrency=concurrency, log_path=log_path)
+        seconds, cost = measure(variants[name], jobs=counts[name], concurrency=concurrency, log_path=log_path)
+        cpu_costs[name].append(cost)
+        return seconds
 
     rates, measurements = harness.rate_rounds(list(variants), rounds=rounds, count=counts, unit="jobs", measure=run_variant)
+    for measurement in measurements:
+        measurement["cpu_ms_per_job"] = cpu_costs[measurement["variant"]][measurement["round"] - 1]
+    cpu_summary = {name: cpu.median(costs) for name, costs in cpu_costs.items()}
 
     summary = {name: harness.spread(values) for name, values in rates.items()}
     ratios = harness.kit_ratios(rates, summary, others=("bare", "common-default", "kit-untracked"))
@@ -208,6 +223,8 @@ def run(*, quick: bool, jobs: int | None = None, rounds: int | None = None, conc
     harness.print_table([(name, summary[name]) for name in rates], unit="jobs/s")
     print()
     harness.print_ratios(ratios, width=20)
+    print()
+    cpu.print_table(cpu_summary, unit="job", baseline="bare")
 
     return {
         "benchmark": "throughput",
@@ -217,6 +234,7 @@ def run(*, quick: bool, jobs: int | None = None, rounds: int | None = None, conc
         "variants": {name: variant.meaning for name, variant in variants.items()},
         "measurements": measurements,
         "summary_jobs_per_second": summary,
+        "cpu_ms_per_job_median": cpu_summary,
         "ratios": ratios,
     }
 

@@ -1,0 +1,89 @@
+"""CPU time spent by each part of the stack while a worker runs a batch of
+jobs: the worker's main process, its pool children, PostgreSQL and RabbitMQ,
+read from /proc (Linux) before and after.
+
+On a shared machine a rate moves with whatever else runs there, while the
+CPU time a job costs each process moves much less, and it says where the
+time goes: in the worker, in the database or in the broker.
+
+Each figure is user plus system time, and includes the children a process
+has reaped (`cutime`, `cstime`): a pool child the worker replaced, or a
+PostgreSQL backend that closed its connection inside the window, still
+counts.
+"""
+
+import os
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+PARTS = ("worker main", "worker children", "postgresql", "rabbitmq")
+
+# What the kernel names the server processes (/proc/PID/comm).
+_POSTGRESQL = "postgres"
+_RABBITMQ = "beam.smp"
+
+_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class _Process:
+    pid: int
+    name: str
+    parent: int
+    own: float  # seconds of CPU, user + system
+    reaped_children: float
+
+
+def _read(stat_path: Path) -> _Process | None:
+    try:
+        text = stat_path.read_text()
+    except OSError:  # it exited while we looked
+        return None
+    # The name is in parentheses and may itself hold spaces or parentheses.
+    name = text[text.index("(") + 1 : text.rindex(")")]
+    fields = text[text.rindex(")") + 2 :].split()
+    # Fields from the third on (proc(5)): ppid is the 4th, utime..cstime the 14th to 17th.
+    parent = int(fields[1])
+    utime, stime, cutime, cstime = (int(value) / _TICKS_PER_SECOND for value in fields[11:15])
+    return _Process(int(text.split(None, 1)[0]), name, parent, utime + stime, cutime + cstime)
+
+
+def snapshot(worker_pid: int) -> dict[str, float]:
+    """CPU seconds so far of each of PARTS, for the worker with this pid."""
+    processes = [p for path in Path("/proc").glob("[0-9]*/stat") if (p := _read(path)) is not None]
+    totals = dict.fromkeys(PARTS, 0.0)
+    for process in processes:
+        if process.pid == worker_pid:
+            totals["worker main"] += process.own
+            totals["worker children"] += process.reaped_children
+        elif process.parent == worker_pid:
+            totals["worker children"] += process.own + process.reaped_children
+        elif process.name == _POSTGRESQL:
+            totals["postgresql"] += process.own + process.reaped_children
+        elif process.name == _RABBITMQ:
+            totals["rabbitmq"] += process.own + process.reaped_children
+    return totals
+
+
+def per_item_ms(before: dict[str, float], after: dict[str, float], items: int) -> dict[str, float]:
+    """Milliseconds of CPU per item for each part, and their total."""
+    costs = {part: 1000 * (after[part] - before[part]) / items for part in PARTS}
+    return {**costs, "total": sum(costs.values())}
+
+
+def median(costs: list[dict[str, float]]) -> dict[str, float]:
+    """Per part, the median over runs of per_item_ms results."""
+    return {part: statistics.median(cost[part] for cost in costs) for part in costs[0]}
+
+
+def print_table(summary: dict[str, dict[str, float]], *, unit: str, baseline: str) -> None:
+    """Median CPU ms per `unit` by part, per variant, and each total over the
+    `baseline` variant's."""
+    label = f"CPU ms per {unit}, median"
+    width = max(len(label), *(len(name) for name in summary))
+    columns = [*PARTS, "total"]
+    print(f"{label:<{width}}" + "".join(f"{column:>17}" for column in columns) + f"{'x ' + baseline:>10}")
+    for name, cost in summary.items():
+        cells = "".join(f"{cost[column]:>17.3f}" for column in columns)
+        print(f"{name:<{width}}{cells}{cost['total'] / summary[baseline]['total']:>10.2f}")
