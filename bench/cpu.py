@@ -49,6 +49,13 @@ def _read(stat_path: Path) -> _Process | None:
     return _Process(int(text.split(None, 1)[0]), name, parent, utime + stime, cutime + cstime)
 
 
+def process_seconds(pid: int) -> float:
+    """CPU seconds so far of one process (not of its children)."""
+    if (process := _read(Path(f"/proc/{pid}/stat"))) is None:
+        raise RuntimeError(f"No process {pid}.")
+    return process.own
+
+
 def snapshot(worker_pid: int) -> dict[str, float]:
     """CPU seconds so far of each of PARTS, for the worker with this pid."""
     processes = [p for path in Path("/proc").glob("[0-9]*/stat") if (p := _read(path)) is not None]
@@ -78,12 +85,14 @@ def median(costs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def print_table(summary: dict[str, dict[str, float]], *, unit: str, baseline: str) -> None:
-    """Median CPU ms per `unit` by part, per variant, and each total over the
+    """A row per variant of median CPU ms per `unit`, a column per part (the
+    keys of per_item_ms or the like, "total" last), and each total over the
     `baseline` variant's."""
     label = f"CPU ms per {unit}, median"
     width = max(len(label), *(len(name) for name in summary))
-    columns = [*PARTS, "total"]
-    print(f"{label:<{width}}" + "".join(f"{column:>17}" for column in columns) + f"{'x ' + baseline:>10}")
+    columns = list(next(iter(summary.values())))
+    cell = max(len(column) for column in columns) + 2
+    print(f"{label:<{width}}" + "".join(f"{column:>{cell}}" for column in columns) + f"{'x ' + baseline:>10}")
     for name, cost in summary.items():
-        cells = "".join(f"{cost[column]:>17.3f}" for column in columns)
+        cells = "".join(f"{cost[column]:>{cell}.3f}" for column in columns)
         print(f"{name:<{width}}{cells}{cost['total'] / summary[baseline]['total']:>10.2f}")
