@@ -80,9 +80,10 @@ class Worker:
     ):
         self.queue = queue
         self.nodename = f"bench-{name}@{socket.gethostname()}"  # what Celery makes of bench-NAME@%h
+        consumes = PARKED_QUEUE.format(name=name) if parked else queue
         self.command = [
             sys.executable, "-m", "celery", "-A", "config", "worker",
-            "-P", "prefork", "-c", str(concurrency), "-Q", PARKED_QUEUE.format(name=name) if parked else queue, "-n", self.nodename,
+            "-P", "prefork", "-c", str(concurrency), "-Q", consumes, "-n", self.nodename,
             # No chatter between workers, and no per-task INFO lines: logging
             # would cost every variant the same and blur the difference.
             "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "WARNING",

@@ -38,7 +38,6 @@ class OneByOne:
     """What the kit runs: the worker child's two statements for each job."""
 
     name = "kit"
-    batch = 1
 
     def start(self, ids: list[str]) -> None:
         for job_id in ids:
