@@ -1,6 +1,7 @@
 """Pieces every benchmark shares: the bench vhost and database, worker
 processes, a description of the machine, and reporting (table and JSON)."""
 
+import argparse
 import json
 import math
 import os
@@ -168,6 +169,23 @@ def write_results(data: dict) -> Path:
     path = RESULTS_DIR / f"{data['started_at'].replace(':', '')}.json"
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path
+
+
+def report(results: dict) -> None:
+    """Write a benchmark's results JSON and say where."""
+    print(f"\nResults: {write_results(results).relative_to(REPO)}")
+
+
+def rounds_parser(*, prog: str, description: str, quick: dict, full: dict) -> argparse.ArgumentParser:
+    """The command line of a benchmark that runs N jobs per variant in
+    rounds: --quick, --jobs and --rounds, with the sizes of its presets."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--quick", action="store_true", help=f"{quick['jobs']:,} jobs x {quick['rounds']} rounds")
+    parser.add_argument("--jobs", type=int, help=f"jobs per variant and round (default {full['jobs']:,})")
+    parser.add_argument(
+        "--rounds", type=int, help=f"rounds, each running every variant once (default {full['rounds']})"
+    )
+    return parser
 
 
 def run_dir(started_at: str) -> Path:

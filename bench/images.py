@@ -265,8 +265,7 @@ def main() -> None:
     django.setup()
     from bench import harness
 
-    results = run(quick=args.quick, images=args.images, rounds=args.rounds, concurrency=args.concurrency)
-    print(f"\nResults: {harness.write_results(results).relative_to(harness.REPO)}")
+    harness.report(run(quick=args.quick, images=args.images, rounds=args.rounds, concurrency=args.concurrency))
 
 
 if __name__ == "__main__":

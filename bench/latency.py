@@ -287,8 +287,7 @@ def main() -> None:
         "--rounds", type=int, help=f"rounds, each running a block of every variant (default {FULL['rounds']})"
     )
     args = parser.parse_args()
-    results = run(quick=args.quick, jobs=args.jobs, rounds=args.rounds)
-    print(f"\nResults: {harness.write_results(results).relative_to(harness.REPO)}")
+    harness.report(run(quick=args.quick, jobs=args.jobs, rounds=args.rounds))
 
 
 if __name__ == "__main__":

@@ -319,8 +319,7 @@ def main() -> None:
     django.setup()
     from bench import harness
 
-    results = run(quick=args.quick, messages=args.messages, rounds=args.rounds)
-    print(f"\nResults: {harness.write_results(results).relative_to(harness.REPO)}")
+    harness.report(run(quick=args.quick, messages=args.messages, rounds=args.rounds))
 
 
 if __name__ == "__main__":

@@ -294,8 +294,7 @@ def main() -> None:
     args = parser.parse_args()
     if unknown := set(args.variants or ()) - set(VARIANTS):
         parser.error(f"unknown variant(s): {', '.join(sorted(unknown))}")
-    results = run(quick=args.quick, before=args.before, after=args.after, names=args.variants)
-    print(f"\nResults: {harness.write_results(results).relative_to(harness.REPO)}")
+    harness.report(run(quick=args.quick, before=args.before, after=args.after, names=args.variants))
 
 
 if __name__ == "__main__":

@@ -211,8 +211,7 @@ def main() -> None:
         "--rounds", type=int, help=f"rounds, each running every variant once (default {FULL['rounds']})"
     )
     args = parser.parse_args()
-    results = run(quick=args.quick, backlog=args.backlog, paced=args.paced, rounds=args.rounds)
-    print(f"\nResults: {harness.write_results(results).relative_to(harness.REPO)}")
+    harness.report(run(quick=args.quick, backlog=args.backlog, paced=args.paced, rounds=args.rounds))
 
 
 if __name__ == "__main__":

@@ -318,7 +318,7 @@ def main() -> None:
         from bench import harness
 
         results = run(quick=args.quick, rounds=args.rounds)
-    print(f"\nResults: {harness.write_results(results).relative_to(harness.REPO)}")
+    harness.report(results)
 
 
 if __name__ == "__main__":

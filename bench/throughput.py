@@ -13,7 +13,6 @@ start to the last task's end as recorded by the worker itself. Worker
 start-up, publishing and polling lag are outside the window.
 """
 
-import argparse
 import os
 from datetime import datetime
 from pathlib import Path
@@ -240,14 +239,12 @@ def run(*, quick: bool, jobs: int | None = None, rounds: int | None = None, conc
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.throughput", description="What tracking costs (not a test).")
-    parser.add_argument("--quick", action="store_true", help=f"{QUICK['jobs']:,} jobs x {QUICK['rounds']} rounds")
-    parser.add_argument("--jobs", type=int, help=f"jobs per variant and round (default {FULL['jobs']:,})")
-    parser.add_argument("--rounds", type=int, help=f"rounds, each running every variant once (default {FULL['rounds']})")
+    parser = harness.rounds_parser(
+        prog="python -m bench.throughput", description="What tracking costs (not a test).", quick=QUICK, full=FULL
+    )
     parser.add_argument("--concurrency", type=int, default=2, help="prefork children per worker (default 2)")
     args = parser.parse_args()
-    results = run(quick=args.quick, jobs=args.jobs, rounds=args.rounds, concurrency=args.concurrency)
-    print(f"\nResults: {harness.write_results(results).relative_to(harness.REPO)}")
+    harness.report(run(quick=args.quick, jobs=args.jobs, rounds=args.rounds, concurrency=args.concurrency))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ this process's (time.process_time), PostgreSQL's that of its backend
 does, and the two added are what a job's tracking costs the stack.
 """
 
-import argparse
 import os
 import time
 
@@ -156,17 +155,11 @@ def run(*, quick: bool, jobs: int | None = None, rounds: int | None = None) -> d
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.tracking", description="What tracking costs in CPU (not a test)."
-    )
-    parser.add_argument("--quick", action="store_true", help=f"{QUICK['jobs']:,} jobs x {QUICK['rounds']} rounds")
-    parser.add_argument("--jobs", type=int, help=f"jobs per variant and round (default {FULL['jobs']:,})")
-    parser.add_argument(
-        "--rounds", type=int, help=f"rounds, each running every variant once (default {FULL['rounds']})"
+    parser = harness.rounds_parser(
+        prog="python -m bench.tracking", description="What tracking costs in CPU (not a test).", quick=QUICK, full=FULL
     )
     args = parser.parse_args()
-    results = run(quick=args.quick, jobs=args.jobs, rounds=args.rounds)
-    print(f"\nResults: {harness.write_results(results).relative_to(harness.REPO)}")
+    harness.report(run(quick=args.quick, jobs=args.jobs, rounds=args.rounds))
 
 
 if __name__ == "__main__":
