@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test bench install install-dev system-packages clean
+.PHONY: run test lint format bench install install-dev system-packages clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,8 +36,17 @@ system-packages:
 run: install
 	$(PY) manage.py up
 
-test: install-dev system-packages
+test: lint install-dev system-packages
 	$(PY) -m pytest
+
+# The lint and format gate (ruff.toml); `make format` applies both fixes.
+lint: install-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install-dev
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 # Benchmarks, not tests: real workers on RabbitMQ and PostgreSQL, each
 # variant beside its baselines in the same run (BENCHMARKS.md).

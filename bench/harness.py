@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -39,7 +39,12 @@ def reset_vhost(broker_url: str) -> None:
 
 def ensure_database(db: dict) -> None:
     """Create the PostgreSQL database named in Django's settings if missing."""
-    params = {"host": db["HOST"] or "127.0.0.1", "port": db["PORT"] or 5432, "user": db["USER"], "password": db["PASSWORD"]}
+    params = {
+        "host": db["HOST"] or "127.0.0.1",
+        "port": db["PORT"] or 5432,
+        "user": db["USER"],
+        "password": db["PASSWORD"],
+    }
     with psycopg.connect(dbname="postgres", autocommit=True, **params) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db["NAME"]]).fetchone():
             conn.execute(f'CREATE DATABASE "{db["NAME"]}"')
@@ -83,13 +88,29 @@ class Worker:
         self.nodename = f"bench-{name}@{socket.gethostname()}"  # what Celery makes of bench-NAME@%h
         consumes = PARKED_QUEUE.format(name=name) if parked else queue
         self.command = [
-            sys.executable, "-m", "celery", "-A", "config", "worker",
-            "-P", "prefork", "-c", str(concurrency), "-Q", consumes, "-n", self.nodename,
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "-P",
+            "prefork",
+            "-c",
+            str(concurrency),
+            "-Q",
+            consumes,
+            "-n",
+            self.nodename,
             # No chatter between workers, and no per-task INFO lines: logging
             # would cost every variant the same and blur the difference.
-            "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "WARNING",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-l",
+            "WARNING",
             *extra_args,
-        ]  # fmt: skip
+        ]
         self.env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": settings_module,
@@ -146,7 +167,11 @@ class Worker:
 
 def describe_machine(*, rabbitmq_version: str, postgresql_version: str) -> dict:
     cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
         platform.processor(),
     )
     return {
@@ -196,7 +221,7 @@ def run_dir(started_at: str) -> Path:
 
 
 def now_stamp() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def print_machine(machine: dict) -> None:
@@ -293,7 +318,9 @@ def rate_rounds(
             measurements.append(
                 {"round": round_number, "variant": name, "seconds": seconds, f"{unit}_per_second": rate}
             )
-            print(f"round {round_number}  {name:<{width}} {rate:9,.{decimals}f} {unit}/s  ({seconds:.2f} s)", flush=True)
+            print(
+                f"round {round_number}  {name:<{width}} {rate:9,.{decimals}f} {unit}/s  ({seconds:.2f} s)", flush=True
+            )
     return rates, measurements
 
 

@@ -33,13 +33,13 @@ os.environ.setdefault("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/
 os.environ.setdefault("BENCH_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/kit-bench-images")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings_kit")
 
-import multiprocessing  # noqa: E402
-import shutil  # noqa: E402
-import uuid  # noqa: E402
-from io import BytesIO  # noqa: E402
-from pathlib import Path  # noqa: E402
+import multiprocessing
+import shutil
+import uuid
+from io import BytesIO
+from pathlib import Path
 
-from PIL import Image, ImageOps  # noqa: E402
+from PIL import Image, ImageOps
 
 QUICK = {"images": 8, "rounds": 3}
 FULL = {"images": 48, "rounds": 3}
@@ -135,9 +135,13 @@ class Bench:
             raise RuntimeError(f"Only {queued} of {len(self.photos)} image jobs reached the broker.")
         log_path = self.scratch / f"worker-images-{round_number}.log"
         with harness.Worker(
-            name="images", settings_module="bench.settings_kit", queue="images", concurrency=self.concurrency,
-            log_path=log_path, env={"DJANGO_MEDIA_ROOT": str(self.media)},
-        ) as worker:  # fmt: skip
+            name="images",
+            settings_module="bench.settings_kit",
+            queue="images",
+            concurrency=self.concurrency,
+            log_path=log_path,
+            env={"DJANGO_MEDIA_ROOT": str(self.media)},
+        ) as worker:
 
             def drained() -> bool:
                 worker.check_alive()
@@ -190,7 +194,6 @@ VARIANTS = {
 }
 
 
-
 def run(*, quick: bool, images: int | None = None, rounds: int | None = None, concurrency: int = 2) -> dict:
     """Run every variant `rounds` times on the same photos; return the
     figures (also printed) as a JSON-ready dict."""
@@ -210,16 +213,23 @@ def run(*, quick: bool, images: int | None = None, rounds: int | None = None, co
             (photos_dir / f"photo-{seed:03}.jpg").write_bytes(data)
     photos = sorted(photos_dir.iterdir())
     megabytes = sum(path.stat().st_size for path in photos) / len(photos) / 1e6
-    print(f"{images} photos of {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} ({megabytes:.1f} MB each on average), "
-          f"{rounds} rounds, {concurrency} processes per variant\n", flush=True)  # fmt: skip
+    print(
+        f"{images} photos of {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} ({megabytes:.1f} MB each on average), "
+        f"{rounds} rounds, {concurrency} processes per variant\n",
+        flush=True,
+    )
 
     media = scratch / "media"
     with override_settings(MEDIA_ROOT=str(media)):
         bench = Bench(scratch=scratch, media=media, concurrency=concurrency, photos=photos)
         rates, measurements = harness.rate_rounds(
-            list(VARIANTS), rounds=rounds, count=images, unit="images", decimals=2,
+            list(VARIANTS),
+            rounds=rounds,
+            count=images,
+            unit="images",
+            decimals=2,
             measure=lambda name, round_number: getattr(bench, name)(round_number),
-        )  # fmt: skip
+        )
 
     summary = {name: harness.spread(values) for name, values in rates.items()}
     ratios = harness.kit_ratios(rates, summary, others=("naive", "limit"))
@@ -240,7 +250,7 @@ def run(*, quick: bool, images: int | None = None, rounds: int | None = None, co
             "photo_size": list(PHOTO_SIZE),
             "mean_photo_bytes": round(megabytes * 1e6),
             "renditions": settings.MEDIA_TASKS_RENDITIONS,
-        },  # fmt: skip
+        },
         "variants": VARIANTS,
         "measurements": measurements,
         "summary_images_per_second": summary,

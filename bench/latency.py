@@ -202,14 +202,21 @@ def run(*, quick: bool, jobs: int | None = None, rounds: int | None = None) -> d
     variants = [kit, KitEnqueue(), Bare(bare_app, stamps)]
     workers = {
         "kit": harness.Worker(
-            name="latency-kit", settings_module="bench.settings_kit", queue=Queue.DEFAULT.value,
-            concurrency=CONCURRENCY, log_path=scratch / "worker-kit.log",
+            name="latency-kit",
+            settings_module="bench.settings_kit",
+            queue=Queue.DEFAULT.value,
+            concurrency=CONCURRENCY,
+            log_path=scratch / "worker-kit.log",
         ),
         "bare": harness.Worker(
-            name="latency-bare", settings_module="bench.settings_bare", queue=bare_app.conf.task_default_queue,
-            concurrency=CONCURRENCY, log_path=scratch / "worker-bare.log", env={"BENCH_STAMP_FILE": str(stamps)},
+            name="latency-bare",
+            settings_module="bench.settings_bare",
+            queue=bare_app.conf.task_default_queue,
+            concurrency=CONCURRENCY,
+            log_path=scratch / "worker-bare.log",
+            env={"BENCH_STAMP_FILE": str(stamps)},
         ),
-    }  # fmt: skip
+    }
     figures: dict[str, list[dict]] = {variant.name: [] for variant in variants}
     per_round_p50: dict[str, list[float]] = {variant.name: [] for variant in variants}
     measurements = []

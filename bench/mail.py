@@ -92,8 +92,10 @@ class Sink:
     def __enter__(self) -> "Sink":
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bench.mail", "--sink-port", str(self.port), "--sink-stamps", str(self.stamps)],
-            stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent,
-        )  # fmt: skip
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
         if self.process.stdout.readline().strip() != "ready":
             raise RuntimeError("The SMTP sink did not start.")
         return self

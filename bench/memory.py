@@ -125,8 +125,11 @@ class KitRecycling(Kit):
         f"--max-memory-per-child {MAX_MEMORY_PER_CHILD_KIB}"
     )
     worker_args = (
-        "--max-tasks-per-child", str(MAX_TASKS_PER_CHILD), "--max-memory-per-child", str(MAX_MEMORY_PER_CHILD_KIB),
-    )  # fmt: skip
+        "--max-tasks-per-child",
+        str(MAX_TASKS_PER_CHILD),
+        "--max-memory-per-child",
+        str(MAX_MEMORY_PER_CHILD_KIB),
+    )
 
 
 class Bare:
@@ -199,9 +202,14 @@ def measure(variant, *, counts: list[int], log_path: Path) -> dict:
     variant.reset()
     readings = {}
     with harness.Worker(
-        name=f"memory-{variant.name}", settings_module=variant.settings_module, queue=variant.queue,
-        concurrency=CONCURRENCY, log_path=log_path, env=variant.worker_env, extra_args=variant.worker_args,
-    ) as worker:  # fmt: skip
+        name=f"memory-{variant.name}",
+        settings_module=variant.settings_module,
+        queue=variant.queue,
+        concurrency=CONCURRENCY,
+        log_path=log_path,
+        env=variant.worker_env,
+        extra_args=variant.worker_args,
+    ) as worker:
         feed(variant, worker, published=0, total=counts[0])
         readings[str(counts[0])] = rss_snapshot(worker.process.pid)
         started = time.monotonic()

@@ -77,9 +77,12 @@ def measure(variant: Variant, *, backlog: int, paced: int, log_path) -> dict:
     harness.enqueue_noops(backlog, priority=variant.low)
     ids = {"high": [], "low": []}
     with harness.Worker(
-        name=f"priorities-{variant.name}", settings_module="bench.settings_kit", queue=Queue.DEFAULT.value,
-        concurrency=CONCURRENCY, log_path=log_path,
-    ) as worker:  # fmt: skip
+        name=f"priorities-{variant.name}",
+        settings_module="bench.settings_kit",
+        queue=Queue.DEFAULT.value,
+        concurrency=CONCURRENCY,
+        log_path=log_path,
+    ) as worker:
 
         def started() -> bool:
             worker.check_alive()

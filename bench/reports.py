@@ -64,7 +64,8 @@ SELECT
     CASE WHEN n %% 10 = 0 THEN 'FAILURE' ELSE 'SUCCESS' END, 1 + n %% 3, 1, 100, '',
     CASE WHEN n %% 100 = 0 THEN '=HYPERLINK("http://example.com/?' || n || '")'
          WHEN n %% 10 = 0 THEN 'RuntimeError: upstream answered 503 for item ' || n ELSE '' END,
-    'bench@localhost', at, at, at + interval '0.25 seconds', at + (n %% 50) * interval '0.1 seconds' + interval '0.5 seconds'
+    'bench@localhost', at, at, at + interval '0.25 seconds',
+    at + (n %% 50) * interval '0.1 seconds' + interval '0.5 seconds'
 FROM (
     SELECT n, %(first)s::timestamptz + n * (interval '1 day' / %(per_day)s) AS at
     FROM generate_series(0, %(rows)s - 1) AS n
@@ -168,9 +169,13 @@ def kit(rows: int, format: str, log_path: Path, env: dict | None = None) -> dict
     run = services.report_request(report_type="jobs.export", format=format, params=export_params(rows))
     job = run.job
     with harness.Worker(
-        name=f"reports-{format}-{rows}", settings_module="bench.settings_kit", queue="reports",
-        concurrency=1, log_path=log_path, env=env,
-    ) as worker:  # fmt: skip
+        name=f"reports-{format}-{rows}",
+        settings_module="bench.settings_kit",
+        queue="reports",
+        concurrency=1,
+        log_path=log_path,
+        env=env,
+    ) as worker:
 
         def done() -> bool:
             worker.check_alive()
@@ -191,7 +196,6 @@ def kit(rows: int, format: str, log_path: Path, env: dict | None = None) -> dict
     }
     run.file.delete(save=False)  # a million rows is a quarter of a gigabyte
     return result
-
 
 
 def _measure_limit(function, rows: int, scratch: Path, suffix: str) -> dict:
@@ -226,8 +230,11 @@ def run(*, quick: bool, rounds: int | None = None) -> dict:
         measurements.append(figures)
         runs.setdefault((name, rows), []).append(figures)
         rss = f"  peak RSS {figures['peak_rss_mib']:6.1f} MiB" if "peak_rss_mib" in figures else ""
-        print(f"round {round_number}  {name:<15} {rows:>9,} rows  {figures['seconds']:7.2f} s  "
-              f"{figures['rows_per_second']:9,.0f} rows/s  {figures['bytes'] / 2**20:7.1f} MiB{rss}", flush=True)  # fmt: skip
+        print(
+            f"round {round_number}  {name:<15} {rows:>9,} rows  {figures['seconds']:7.2f} s  "
+            f"{figures['rows_per_second']:9,.0f} rows/s  {figures['bytes'] / 2**20:7.1f} MiB{rss}",
+            flush=True,
+        )
 
     # Each round runs every variant back to back, so load from whatever else
     # runs on the machine lands on all of them alike.

@@ -125,7 +125,10 @@ class KitUntracked(_Stamped):
     kit-untracked/bare what the delivery guarantees cost."""
 
     name = "kit-untracked"
-    meaning = "bench.noop with the kit's delivery policy (late acks, prefetch 1, priority queue, time limits), no Job row, no result"
+    meaning = (
+        "bench.noop with the kit's delivery policy (late acks, prefetch 1, priority queue, time limits), "
+        "no Job row, no result"
+    )
     settings_module = "bench.settings_kit_untracked"
     # What jobs.services._send gives a medium job on the default queue.
     send_options = {
@@ -209,7 +212,9 @@ def run(*, quick: bool, jobs: int | None = None, rounds: int | None = None, conc
         cpu_costs[name].append(cost)
         return seconds
 
-    rates, measurements = harness.rate_rounds(list(variants), rounds=rounds, count=counts, unit="jobs", measure=run_variant)
+    rates, measurements = harness.rate_rounds(
+        list(variants), rounds=rounds, count=counts, unit="jobs", measure=run_variant
+    )
     for measurement in measurements:
         measurement["cpu_ms_per_job"] = cpu_costs[measurement["variant"]][measurement["round"] - 1]
     cpu_summary = {name: cpu.median(costs) for name, costs in cpu_costs.items()}

@@ -142,9 +142,20 @@ class JobAdmin(admin.ModelAdmin):
         ("Arguments (what a retry replays)", {"fields": ["args_json", "kwargs_json"]}),
         ("Result", {"fields": ["result_json", "traceback", "task_result_link"]}),
         ("Retry history", {"fields": ["retry_history"]}),
-        ("Timing", {"fields": [
-            "created_at", "eta", "queued_at", "started_at", "finished_at", "wait_column", "runtime_column",
-        ]}),  # fmt: skip
+        (
+            "Timing",
+            {
+                "fields": [
+                    "created_at",
+                    "eta",
+                    "queued_at",
+                    "started_at",
+                    "finished_at",
+                    "wait_column",
+                    "runtime_column",
+                ]
+            },
+        ),
         ("Delivery", {"fields": ["queue", "priority", "attempts", "deliveries", "worker", "unique_key"]}),
     ]
 
@@ -312,9 +323,9 @@ class JobAdmin(admin.ModelAdmin):
         info = self.opts.app_label, self.opts.model_name
         view = self.admin_site.admin_view
         return [
-            path("retry-failed/", view(self.retry_failed_view), name="%s_%s_retry_failed" % info),
-            path("<path:object_id>/retry/", view(require_POST(self.retry_view)), name="%s_%s_retry" % info),
-            path("<path:object_id>/cancel/", view(require_POST(self.cancel_view)), name="%s_%s_cancel" % info),
+            path("retry-failed/", view(self.retry_failed_view), name="{}_{}_retry_failed".format(*info)),
+            path("<path:object_id>/retry/", view(require_POST(self.retry_view)), name="{}_{}_retry".format(*info)),
+            path("<path:object_id>/cancel/", view(require_POST(self.cancel_view)), name="{}_{}_cancel".format(*info)),
             *super().get_urls(),
         ]
 

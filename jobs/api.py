@@ -195,7 +195,12 @@ class TaskCatalogue(APIView):
         return Response(
             {
                 "tasks": [
-                    {"name": name, "queue": task.queue, "doc": inspect.getdoc(task.run) or "", "signature": str(inspect.signature(task.run))}
+                    {
+                        "name": name,
+                        "queue": task.queue,
+                        "doc": inspect.getdoc(task.run) or "",
+                        "signature": str(inspect.signature(task.run)),
+                    }
                     for name, task in public_job_tasks().items()
                 ]
             }

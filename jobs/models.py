@@ -62,7 +62,9 @@ class Job(models.Model):
     progress = models.PositiveSmallIntegerField(default=0, help_text="Percent done, 0-100.")
     progress_message = models.CharField(max_length=200, blank=True)
     error = models.TextField(blank=True, help_text="Why it failed, in one line.")
-    unique_key = models.CharField(
+    # NULL, not "", for "no key": the unique constraint on active keys must
+    # ignore jobs without one.
+    unique_key = models.CharField(  # noqa: DJ001
         max_length=200,
         null=True,
         blank=True,

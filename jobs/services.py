@@ -71,9 +71,15 @@ def job_enqueue(
     if countdown is not None:
         eta = timezone.now() + timedelta(seconds=countdown)
     job = _new_job(
-        task_name, args, kwargs or {}, priority,
-        eta=eta, unique_key=unique_key, requested_by=requested_by, retry_of=retry_of,
-    )  # fmt: skip
+        task_name,
+        args,
+        kwargs or {},
+        priority,
+        eta=eta,
+        unique_key=unique_key,
+        requested_by=requested_by,
+        retry_of=retry_of,
+    )
     try:
         if transaction.get_connection().in_atomic_block:
             # A savepoint, so a duplicate unique_key does not spoil the
@@ -89,9 +95,15 @@ def job_enqueue(
         existing = Job.objects.filter(unique_key=unique_key, status__in=ACTIVE_STATUSES).first()
         if existing is None:  # it finished between our insert and this read
             return job_enqueue(
-                task_name=task_name, args=args, kwargs=kwargs, priority=priority, eta=eta,
-                unique_key=unique_key, requested_by=requested_by, retry_of=retry_of,
-            )  # fmt: skip
+                task_name=task_name,
+                args=args,
+                kwargs=kwargs,
+                priority=priority,
+                eta=eta,
+                unique_key=unique_key,
+                requested_by=requested_by,
+                retry_of=retry_of,
+            )
         return existing
     transaction.on_commit(partial(job_publish, job), robust=True)
     return job
@@ -456,7 +468,9 @@ def jobs_requeue_candidates(*, statuses=(JobStatus.FAILURE, JobStatus.DEAD), tas
     return jobs
 
 
-def jobs_requeue(*, statuses=(JobStatus.FAILURE, JobStatus.DEAD), task_name: str | None = None, requested_by=None) -> int:
+def jobs_requeue(
+    *, statuses=(JobStatus.FAILURE, JobStatus.DEAD), task_name: str | None = None, requested_by=None
+) -> int:
     """Retry every candidate (see jobs_requeue_candidates), iterating in
     chunks so millions of rows do not sit in memory."""
     jobs = jobs_requeue_candidates(statuses=statuses, task_name=task_name).iterator(chunk_size=_IDS_PER_STATEMENT)
@@ -504,8 +518,9 @@ def jobs_prune(*, older_than: timedelta | None = None, batch_size: int = 5000) -
     deleted = 0
     while True:
         ids = list(
-            Job.objects.filter(status__in=[*RETRYABLE_STATUSES, JobStatus.SUCCESS], finished_at__lt=cutoff)
-            .values_list("id", flat=True)[:batch_size]
+            Job.objects.filter(status__in=[*RETRYABLE_STATUSES, JobStatus.SUCCESS], finished_at__lt=cutoff).values_list(
+                "id", flat=True
+            )[:batch_size]
         )
         if not ids:
             break

@@ -78,7 +78,7 @@ class MailTemplate:
     def _render(self, template: Template, filename: str, context: dict, *, autoescape: bool) -> str:
         try:
             return template.render(Context(context, autoescape=autoescape))
-        except Exception as exc:  # noqa: BLE001 - whatever the context raised, it is this message's bad input
+        except Exception as exc:
             raise BadInput(
                 f"email template {self.name}/{filename} failed to render: {type(exc).__name__}: {exc}"
             ) from None

@@ -52,13 +52,16 @@ class UploadForm(forms.Form):
             mark = None
             if data.get("watermark_text"):
                 mark = Watermark(
-                    text=data["watermark_text"], position=data.get("watermark_position", "bottom-right"),
+                    text=data["watermark_text"],
+                    position=data.get("watermark_position", "bottom-right"),
                     opacity=data.get("watermark_opacity") or 0.5,
-                )  # fmt: skip
+                )
             data["options"] = Options(
-                format=data.get("format") or None, quality=data.get("quality"),
-                strip_metadata=bool(data.get("strip_metadata")), watermark=mark,
-            )  # fmt: skip
+                format=data.get("format") or None,
+                quality=data.get("quality"),
+                strip_metadata=bool(data.get("strip_metadata")),
+                watermark=mark,
+            )
         except BadInput as exc:
             raise forms.ValidationError(str(exc)) from None
         return data
@@ -95,9 +98,20 @@ class ImageAdmin(admin.ModelAdmin):
     list_select_related = ["job", "requested_by"]
     search_fields = ["original_name"]
     fields = readonly_fields = [
-        "id", "original_name", "original", "original_bytes", "status_column", "job_column", "error",
-        "format", "dimensions", "options", "batch", "requested_by", "created_at",
-    ]  # fmt: skip
+        "id",
+        "original_name",
+        "original",
+        "original_bytes",
+        "status_column",
+        "job_column",
+        "error",
+        "format",
+        "dimensions",
+        "options",
+        "batch",
+        "requested_by",
+        "created_at",
+    ]
     inlines = [RenditionInline]
     actions = ["regenerate"]
 

@@ -81,9 +81,11 @@ class OptionsRequest(serializers.Serializer):
                     opacity=data["watermark_opacity"],
                 )
             data["options"] = Options(
-                format=data.get("format"), quality=data.get("quality"),
-                strip_metadata=data["strip_metadata"], watermark=watermark,
-            )  # fmt: skip
+                format=data.get("format"),
+                quality=data.get("quality"),
+                strip_metadata=data["strip_metadata"],
+                watermark=watermark,
+            )
         except BadInput as exc:
             raise ValidationError({"options": str(exc)}) from None
         return data

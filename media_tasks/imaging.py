@@ -255,9 +255,13 @@ def watermark_apply(image: Image.Image, *, mark: Watermark, mark_image: Image.Im
         left, top, right, bottom = draw.textbbox((0, 0), mark.text, font=font, stroke_width=1)
         x, y = _position(mark.position, base.size, (right - left, bottom - top), margin)
         draw.text(
-            (x - left, y - top), mark.text, font=font, fill=(255, 255, 255, alpha),
-            stroke_width=1, stroke_fill=(0, 0, 0, alpha),
-        )  # fmt: skip
+            (x - left, y - top),
+            mark.text,
+            font=font,
+            fill=(255, 255, 255, alpha),
+            stroke_width=1,
+            stroke_fill=(0, 0, 0, alpha),
+        )
     else:
         logo = mark_image.convert("RGBA")
         logo.thumbnail((max(1, base.width // 4), max(1, base.height // 4)), Image.Resampling.LANCZOS)

@@ -208,7 +208,7 @@ def renditions_create(*, image: Image, progress: Progress = _no_progress) -> lis
             height=out.height,
             bytes=len(out.data),
             made_at=now,
-        )  # fmt: skip
+        )
         for out in outputs
     ]
     with transaction.atomic():

@@ -27,10 +27,18 @@ def install(site: admin.AdminSite) -> None:
         apps = get_app_list(request, app_label)
         if app_label is None and request.user.has_perm(PERMISSION):
             url = reverse(f"{site.name}:{URL_NAME}")
-            entry = {"name": "Dashboard", "object_name": "Dashboard", "admin_url": url, "add_url": None,
-                     "view_only": True, "perms": {"view": True}}  # fmt: skip
-            apps.insert(0, {"name": "Operations", "app_label": "ops", "app_url": url,
-                            "has_module_perms": True, "models": [entry]})  # fmt: skip
+            entry = {
+                "name": "Dashboard",
+                "object_name": "Dashboard",
+                "admin_url": url,
+                "add_url": None,
+                "view_only": True,
+                "perms": {"view": True},
+            }
+            apps.insert(
+                0,
+                {"name": "Operations", "app_label": "ops", "app_url": url, "has_module_perms": True, "models": [entry]},
+            )
         return apps
 
     site.get_urls = get_urls_with_dashboard

@@ -106,13 +106,17 @@ def bar_chart(*, name: str, bars: list[tuple[str, float]], unit: str = "", colou
         bar_w = plot_w * value / top
         shown = f"{format_number(value)}{unit}"
         parts.append(
-            f'<text x="{left - 6}" y="{bar_y + 14}" text-anchor="end" class="ops-label">{escape(_shorten(label))}</text>'
+            f'<text x="{left - 6}" y="{bar_y + 14}" text-anchor="end" class="ops-label">'
+            f"{escape(_shorten(label))}</text>"
             f'<rect class="bar" x="{left}" y="{bar_y}" width="{bar_w:.1f}" height="18" fill="{colour}" '
-            f'data-series="{escape(label)}" data-value="{value:g}"><title>{escape(label)}: {escape(shown)}</title></rect>'
+            f'data-series="{escape(label)}" data-value="{value:g}">'
+            f"<title>{escape(label)}: {escape(shown)}</title></rect>"
             f'<text x="{left + bar_w + 6:.1f}" y="{bar_y + 14}" class="ops-label">{escape(shown)}</text>'
         )
     if not bars:
-        parts.append(f'<text x="{WIDTH / 2}" y="{MARGIN_TOP + 16}" text-anchor="middle" class="ops-label">no data</text>')
+        parts.append(
+            f'<text x="{WIDTH / 2}" y="{MARGIN_TOP + 16}" text-anchor="middle" class="ops-label">no data</text>'
+        )
     parts.append("</svg>")
     return mark_safe("".join(parts))
 

@@ -49,7 +49,9 @@ def queue_rows(depths, active, finished_groups) -> list[QueueRow]:
                 name=queue.value,
                 ready=depth.messages if depth else None,
                 consumers=depth.consumers if depth else None,
-                running=sum(n for (q, _, status), n in active.items() if q == queue.value and status == JobStatus.STARTED),
+                running=sum(
+                    n for (q, _, status), n in active.items() if q == queue.value and status == JobStatus.STARTED
+                ),
                 finished=sum(group.count for group in groups),
                 failed=sum(group.count for group in groups if group.status in stats.FAILED_STATUSES),
                 wait_avg=sum(group.wait.total for group in groups) / waits if waits else None,
@@ -75,30 +77,61 @@ def dashboard_context() -> dict:
     failed = sum(row.failed for row in rows)
     completions = [value for value in series.completion_avg if value is not None]
     charts = [
-        ("Throughput (jobs finished per minute)", line_chart(
-            name="throughput", labels=labels,
-            series=[Series("finished", series.finished), Series("failed", series.failed, "#d55e00")],
-        )),
-        ("Queue length (jobs waiting for a worker)", line_chart(
-            name="queue-length", labels=labels,
-            series=[Series(queue, series.waiting[queue]) for queue in queues],
-        )),
-        ("Completion time (average per minute)", line_chart(
-            name="completion-time", labels=labels, unit=" s",
-            series=[Series("request to end", series.completion_avg), Series("running", series.runtime_avg, "#009e73")],
-        )),
-        ("Error rate (failed, dead or lost, per minute)", line_chart(
-            name="error-rate", labels=labels, unit="%",
-            series=[Series("errors", [None if r is None else 100 * r for r in series.error_ratio], "#d55e00")],
-        )),
-        ("Workers: CPU (main process, average since start)", bar_chart(
-            name="worker-cpu", unit="%", bars=[(worker.name, worker.cpu_percent) for worker in workers],
-        )),
-        ("Workers: peak memory (main process)", bar_chart(
-            name="worker-memory", unit=" MiB", colour="#009e73",
-            bars=[(worker.name, worker.max_rss_mib) for worker in workers],
-        )),
-    ]  # fmt: skip
+        (
+            "Throughput (jobs finished per minute)",
+            line_chart(
+                name="throughput",
+                labels=labels,
+                series=[Series("finished", series.finished), Series("failed", series.failed, "#d55e00")],
+            ),
+        ),
+        (
+            "Queue length (jobs waiting for a worker)",
+            line_chart(
+                name="queue-length",
+                labels=labels,
+                series=[Series(queue, series.waiting[queue]) for queue in queues],
+            ),
+        ),
+        (
+            "Completion time (average per minute)",
+            line_chart(
+                name="completion-time",
+                labels=labels,
+                unit=" s",
+                series=[
+                    Series("request to end", series.completion_avg),
+                    Series("running", series.runtime_avg, "#009e73"),
+                ],
+            ),
+        ),
+        (
+            "Error rate (failed, dead or lost, per minute)",
+            line_chart(
+                name="error-rate",
+                labels=labels,
+                unit="%",
+                series=[Series("errors", [None if r is None else 100 * r for r in series.error_ratio], "#d55e00")],
+            ),
+        ),
+        (
+            "Workers: CPU (main process, average since start)",
+            bar_chart(
+                name="worker-cpu",
+                unit="%",
+                bars=[(worker.name, worker.cpu_percent) for worker in workers],
+            ),
+        ),
+        (
+            "Workers: peak memory (main process)",
+            bar_chart(
+                name="worker-memory",
+                unit=" MiB",
+                colour="#009e73",
+                bars=[(worker.name, worker.max_rss_mib) for worker in workers],
+            ),
+        ),
+    ]
     return {
         "window_minutes": WINDOW_MINUTES,
         "generated_at": now,

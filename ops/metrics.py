@@ -134,7 +134,7 @@ def _add_histogram(family: HistogramMetricFamily, labels: tuple[str, str], histo
     bounds = histograms[0].bounds
     cumulative = [sum(h.buckets[index] for h in histograms) for index in range(len(bounds))]
     count = sum(h.count for h in histograms)
-    buckets = [(_le(bound), value) for bound, value in zip(bounds, cumulative)] + [("+Inf", count)]
+    buckets = [(_le(bound), value) for bound, value in zip(bounds, cumulative, strict=True)] + [("+Inf", count)]
     family.add_metric(list(labels), buckets, sum_value=sum(h.total for h in histograms))
 
 

@@ -153,7 +153,9 @@ class MinuteSeries:
 
     @property
     def error_ratio(self) -> list[float | None]:
-        return [failed / finished if finished else None for finished, failed in zip(self.finished, self.failed)]
+        return [
+            failed / finished if finished else None for finished, failed in zip(self.finished, self.failed, strict=True)
+        ]
 
 
 def minute_series(end: datetime, minutes: int, queues: list[str]) -> MinuteSeries:

@@ -34,7 +34,9 @@ class RequestForm(forms.Form):
         required=False,
         initial=dict,
         widget=forms.Textarea(attrs={"rows": 5, "cols": 60}),
-        help_text='A JSON object, e.g. {"period": {"last_days": 7}, "bucket": "day"}. Omitted parameters take their defaults.',
+        help_text=(
+            'A JSON object, e.g. {"period": {"last_days": 7}, "bucket": "day"}. Omitted parameters take their defaults.'
+        ),
     )
     email_to = forms.CharField(
         required=False, help_text="Comma-separated addresses to send the file to when it is ready (optional)."
@@ -47,16 +49,39 @@ class RequestForm(forms.Form):
 @admin.register(ReportRun)
 class ReportRunAdmin(admin.ModelAdmin):
     list_display = [
-        "__str__", "report_type", "format", "status_column", "progress_column", "owner", "rows", "size_column",
-        "created_at", "expires_at", "download",
-    ]  # fmt: skip
+        "__str__",
+        "report_type",
+        "format",
+        "status_column",
+        "progress_column",
+        "owner",
+        "rows",
+        "size_column",
+        "created_at",
+        "expires_at",
+        "download",
+    ]
     list_filter = ["report_type", "format", "job__status", "created_at"]
     list_select_related = ["job", "owner"]
     search_fields = ["=id", "report_type", "owner__username"]
     fields = readonly_fields = [
-        "id", "report_type", "format", "params", "owner", "email_to", "status_column", "job_column", "error",
-        "rows", "size_column", "stored_as", "created_at", "generated_at", "expires_at", "download",
-    ]  # fmt: skip
+        "id",
+        "report_type",
+        "format",
+        "params",
+        "owner",
+        "email_to",
+        "status_column",
+        "job_column",
+        "error",
+        "rows",
+        "size_column",
+        "stored_as",
+        "created_at",
+        "generated_at",
+        "expires_at",
+        "download",
+    ]
     actions = ["regenerate"]
 
     def has_change_permission(self, request, obj=None):
@@ -132,9 +157,12 @@ class ReportRunAdmin(admin.ModelAdmin):
         try:
             with transaction.atomic():
                 run = services.report_request(
-                    report_type=data["type"], format=data["format"], params=data["params"],
-                    email_to=data["email_to"], owner=request.user,
-                )  # fmt: skip
+                    report_type=data["type"],
+                    format=data["format"],
+                    params=data["params"],
+                    email_to=data["email_to"],
+                    owner=request.user,
+                )
                 self.log_addition(request, run, "Requested.")
         except InvalidParams as exc:
             for field, message in exc.errors.items():

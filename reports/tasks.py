@@ -35,12 +35,16 @@ def report_generate(self, run_id: str) -> dict:
 # What a django-celery-beat PeriodicTask calls (reports/README.md). Quick:
 # it creates the run and its generate job, so it runs on the default queue.
 @job_task(name=scheduling.SCHEDULE_TASK, queue=Queue.DEFAULT)
-def report_schedule_run(self, type: str, format: str = "csv", params=None, owner=None, email_to=()) -> dict:  # noqa: A002
+def report_schedule_run(self, type: str, format: str = "csv", params=None, owner=None, email_to=()) -> dict:
     """Starts one run of a scheduled report (kwargs as in a PeriodicTask)."""
     run = scheduling.report_schedule_run(
-        report_type=type, format=format, params=params, owner=owner, email_to=email_to,
+        report_type=type,
+        format=format,
+        params=params,
+        owner=owner,
+        email_to=email_to,
         idempotency_key=f"schedule:{self.request.id}",
-    )  # fmt: skip
+    )
     return {"run": str(run.id), "job": str(run.job_id) if run.job_id else None}
 
 

@@ -30,7 +30,9 @@ def _require(host: str, port: int, service: str, how: str) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def real_services():
-    _require("127.0.0.1", 5432, "PostgreSQL", "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start")
+    _require(
+        "127.0.0.1", 5432, "PostgreSQL", "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+    )
     _require("127.0.0.1", 5672, "RabbitMQ", "rabbitmq-server -detached")
 
 

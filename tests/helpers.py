@@ -81,10 +81,24 @@ class WorkerProcess:
 
     def start(self, *, timeout: float = 60) -> "WorkerProcess":
         command = [
-            sys.executable, "-m", "celery", "-A", "config", "worker",
-            "-Q", self.queues, "-c", str(self.concurrency), "-n", self.name,
-            "--without-gossip", "--without-mingle", "-l", "info", *self.extra_args,
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            self.queues,
+            "-c",
+            str(self.concurrency),
+            "-n",
+            self.name,
+            "--without-gossip",
+            "--without-mingle",
+            "-l",
+            "info",
+            *self.extra_args,
+        ]
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             command, cwd=REPO, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True

@@ -31,11 +31,20 @@ STOP_TIMEOUT = 60
 # Set for this test run by config.settings.test, or by whoever runs the tests:
 # none of them may reach a first run of the kit.
 NOT_INHERITED = (
-    "DATABASE_URL", "CELERY_BROKER_URL", "CELERY_WORKER_SEND_TASK_EVENTS", "DJANGO_SECRET_KEY",
-    "DJANGO_ALLOWED_HOSTS", "DJANGO_DEBUG", "DJANGO_SUPERUSER_USERNAME", "DJANGO_SUPERUSER_PASSWORD",
-    "FLOWER_BASIC_AUTH", "RUN_MAIN", "LOG_LEVEL", "EMAIL_HOST", "EMAIL_PORT",
-)  # fmt: skip
-
+    "DATABASE_URL",
+    "CELERY_BROKER_URL",
+    "CELERY_WORKER_SEND_TASK_EVENTS",
+    "DJANGO_SECRET_KEY",
+    "DJANGO_ALLOWED_HOSTS",
+    "DJANGO_DEBUG",
+    "DJANGO_SUPERUSER_USERNAME",
+    "DJANGO_SUPERUSER_PASSWORD",
+    "FLOWER_BASIC_AUTH",
+    "RUN_MAIN",
+    "LOG_LEVEL",
+    "EMAIL_HOST",
+    "EMAIL_PORT",
+)
 
 
 def processes_with(marker: bytes) -> list[int]:
@@ -93,7 +102,12 @@ class Up:
 
 def manage_shell(env: dict, code: str) -> str:
     done = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip().splitlines()[-1]

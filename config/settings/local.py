@@ -7,4 +7,4 @@ os.environ.setdefault("DJANGO_SECRET_KEY", "insecure-local-development-key")
 os.environ.setdefault("DJANGO_DEBUG", "true")
 os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 
-from .base import *  # noqa: E402,F403
+from .base import *  # noqa: F403

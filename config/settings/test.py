@@ -12,7 +12,7 @@ os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/kit")
 os.environ.setdefault("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/kit-test")
 os.environ.setdefault("CELERY_WORKER_SEND_TASK_EVENTS", "false")
 
-from .base import *  # noqa: E402,F403
+from .base import *  # noqa: F403
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]  # noqa: F405
 

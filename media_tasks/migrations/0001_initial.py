@@ -1,8 +1,10 @@
-import django.db.models.deletion
-import media_tasks.models
 import uuid
+
+import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
+
+import media_tasks.models
 
 
 class Migration(migrations.Migration):

@@ -1,8 +1,10 @@
-import django.db.models.deletion
-import reports.models
 import uuid
+
+import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
+
+import reports.models
 
 
 class Migration(migrations.Migration):

@@ -72,7 +72,9 @@ class JobActivity(ReportType):
         if params["bucket"] == "hour" and days > MAX_HOURLY_DAYS:
             raise InvalidParams(
                 {
-                    "params.period": f"hourly rows cover at most {MAX_HOURLY_DAYS} days, this period has {days}; use bucket day"
+                    "params.period": (
+                        f"hourly rows cover at most {MAX_HOURLY_DAYS} days, this period has {days}; use bucket day"
+                    )
                 }
             )
 

@@ -214,7 +214,13 @@ def write(path: Path, document: Document, rows: Iterable[Sequence]) -> None:
         canvas.restoreState()
 
     pdf = SimpleDocTemplate(
-        str(path), pagesize=PAGE, leftMargin=MARGIN, rightMargin=MARGIN, topMargin=MARGIN, bottomMargin=MARGIN,
-        title=document.title, author="reports",
-    )  # fmt: skip
+        str(path),
+        pagesize=PAGE,
+        leftMargin=MARGIN,
+        rightMargin=MARGIN,
+        topMargin=MARGIN,
+        bottomMargin=MARGIN,
+        title=document.title,
+        author="reports",
+    )
     pdf.build(story, onFirstPage=footer, onLaterPages=footer)

@@ -41,9 +41,7 @@ def listed(response) -> set:
 
 
 def run_action(client, action: str, *jobs: Job, follow=True):
-    return client.post(
-        CHANGELIST, {"action": action, "_selected_action": [str(job.pk) for job in jobs]}, follow=follow
-    )
+    return client.post(CHANGELIST, {"action": action, "_selected_action": [str(job.pk) for job in jobs]}, follow=follow)
 
 
 def staff_with(django_user_model, *codenames: str):
@@ -170,7 +168,7 @@ def test_the_detail_page_shows_the_arguments_result_and_traceback(admin_client):
     assert '<pre class="job-json">[\n  &quot;the disk is on fire&quot;\n]</pre>' in html
     assert '<pre class="job-json">{}</pre>' in html  # the kwargs
     assert "&quot;exc_type&quot;: &quot;RuntimeError&quot;" in html
-    assert 'File &quot;tasks.py&quot;, line 3\nRuntimeError: the disk is on fire</pre>' in html
+    assert "File &quot;tasks.py&quot;, line 3\nRuntimeError: the disk is on fire</pre>" in html
     assert reverse("admin:django_celery_results_taskresult_change", args=[result.pk]) in html
     assert '<progress value="40" max="100"' in html and "halfway there" in html
 
@@ -196,8 +194,10 @@ def test_the_detail_page_links_the_whole_retry_history(admin_client):
     html = admin_client.get(change_url(first_retry)).content.decode()
 
     history = html[html.index('class="job-retry-history"') :]
-    assert history.index(change_url(original)) < history.index(str(first_retry.pk)[:8]) < history.index(
-        change_url(second_retry)
+    assert (
+        history.index(change_url(original))
+        < history.index(str(first_retry.pk)[:8])
+        < history.index(change_url(second_retry))
     )
     assert ">SUCCESS</span> retry of this job" in history
 

@@ -105,15 +105,23 @@ def test_many_jobs_from_one_request_get_one_202_with_their_ids(admin_client, adm
     jobs = {str(job.id): job for job in Job.objects.all()}
     assert (body["task"], body["count"], set(body["ids"])) == ("jobs.sleep", 4, set(jobs))
     stored = [(jobs[id].args, jobs[id].kwargs, jobs[id].priority, jobs[id].requested_by) for id in body["ids"]]
-    assert stored == [([0.0], {}, "low", admin_user), ([0.1], {}, "low", admin_user), ([0.2], {}, "low", admin_user),
-                      ([], {"seconds": 0, "steps": 1}, "low", admin_user)]  # fmt: skip
+    assert stored == [
+        ([0.0], {}, "low", admin_user),
+        ([0.1], {}, "low", admin_user),
+        ([0.2], {}, "low", admin_user),
+        ([], {"seconds": 0, "steps": 1}, "low", admin_user),
+    ]
 
 
 @pytest.mark.parametrize(
     ("body", "field", "words"),
     [
         ({"task": "os.system", "calls": [{}]}, "task", "Unknown task 'os.system'"),
-        ({"task": "jobs.sleep", "calls": [{"args": [1]}, {"args": [1, 2, 3]}]}, "calls", "calls[1]: jobs.sleep: too many"),
+        (
+            {"task": "jobs.sleep", "calls": [{"args": [1]}, {"args": [1, 2, 3]}]},
+            "calls",
+            "calls[1]: jobs.sleep: too many",
+        ),
         ({"task": "jobs.noop", "calls": []}, "calls", "at least 1"),
         ({"task": "jobs.noop", "calls": [{"args": "abc"}]}, "calls", "Expected a list"),
         ({"task": "jobs.noop", "calls": [{}] * 10_001}, "calls", "no more than 10000"),
@@ -136,7 +144,9 @@ def test_bulk_enqueueing_needs_the_add_permission(client, django_user_model):
 def test_reading_a_job_shows_status_progress_timestamps_attempts_and_result(admin_client):
     job = enqueue("jobs.sleep", 1)
     Job.objects.filter(pk=job.pk).update(status=JobStatus.SUCCESS, attempts=2, progress=100)
-    TaskResult.objects.create(task_id=str(job.id), status="SUCCESS", result='{"slept": 1}', content_type="application/json")
+    TaskResult.objects.create(
+        task_id=str(job.id), status="SUCCESS", result='{"slept": 1}', content_type="application/json"
+    )
 
     body = admin_client.get(f"/api/jobs/{job.id}/").json()
 

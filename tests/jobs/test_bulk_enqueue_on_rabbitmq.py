@@ -32,8 +32,12 @@ def test_jobs_enqueued_together_are_each_on_the_broker_once_and_run(broker, star
     assert (stored.args, stored.kwargs, stored.priority) == ([0.04], {}, "low")
 
     start_worker(concurrency=2)
-    wait_for(lambda: _statuses(jobs) == {JobStatus.SUCCESS}, timeout=120, interval=0.5,
-             what="every job enqueued together to succeed")  # fmt: skip
+    wait_for(
+        lambda: _statuses(jobs) == {JobStatus.SUCCESS},
+        timeout=120,
+        interval=0.5,
+        what="every job enqueued together to succeed",
+    )
     assert not Job.objects.filter(pk__in=[job.pk for job in jobs], attempts__gt=1).exists()
 
 
@@ -105,10 +109,16 @@ def test_retrying_many_failed_jobs_from_the_admin_inserts_logs_and_publishes_the
     from jobs.services import enqueue
 
     failed = Job.objects.bulk_create(
-        Job(task_name="jobs.sleep", args=[0], kwargs={"steps": i}, queue="default", priority="low",
-            status=JobStatus.FAILURE)
+        Job(
+            task_name="jobs.sleep",
+            args=[0],
+            kwargs={"steps": i},
+            queue="default",
+            priority="low",
+            status=JobStatus.FAILURE,
+        )
         for i in range(1200)
-    )  # fmt: skip
+    )
     keyed = enqueue("jobs.noop", unique_key="one-at-a-time")
     Job.objects.filter(pk=keyed.pk).update(status=JobStatus.DEAD)
     gone = Job.objects.create(task_name="testapp.no_longer_here", queue="default", status=JobStatus.FAILURE)

@@ -46,7 +46,6 @@ def option(argv: list[str], name: str) -> str:
     return argv[argv.index(name) + 1]
 
 
-
 # --- worker -----------------------------------------------------------------
 
 
@@ -78,9 +77,18 @@ def test_a_worker_without_group_or_queues_consumes_every_queue():
 
 def test_a_worker_takes_explicit_queues_and_options():
     argv = argv_of(
-        WorkerCommand, "--queues", "email, default,email", "--concurrency", "3", "--pool", "threads",
-        "--hostname", "mail@box", "--loglevel", "debug",
-    )  # fmt: skip
+        WorkerCommand,
+        "--queues",
+        "email, default,email",
+        "--concurrency",
+        "3",
+        "--pool",
+        "threads",
+        "--hostname",
+        "mail@box",
+        "--loglevel",
+        "debug",
+    )
 
     assert option(argv, "--queues") == "email,default"
     assert option(argv, "--concurrency") == "3"
@@ -204,7 +212,9 @@ def test_flower_with_a_login_keeps_the_password_off_its_command_line(monkeypatch
 # --- requeue_jobs -----------------------------------------------------------
 
 
-def make_job(status: JobStatus, *, task_name: str = "jobs.noop", finished_days_ago: float | None = None, **fields) -> Job:
+def make_job(
+    status: JobStatus, *, task_name: str = "jobs.noop", finished_days_ago: float | None = None, **fields
+) -> Job:
     finished_at = None if finished_days_ago is None else timezone.now() - timedelta(days=finished_days_ago)
     return Job.objects.create(task_name=task_name, queue="default", status=status, finished_at=finished_at, **fields)
 
@@ -382,9 +392,7 @@ def test_up_runs_one_worker_per_group_beside_web_beat_flower_and_the_smtp_sink()
 
 
 def test_up_can_leave_out_flower_beat_the_smtp_sink_and_reloading():
-    commands = dict(
-        UpCommand().child_commands(up_options("--no-flower", "--no-beat", "--no-smtp-sink", "--noreload"))
-    )
+    commands = dict(UpCommand().child_commands(up_options("--no-flower", "--no-beat", "--no-smtp-sink", "--noreload")))
 
     assert list(commands) == ["web", "worker:general", "worker:heavy"]
     assert commands["web"][-1] == "--noreload"
@@ -417,9 +425,23 @@ def test_up_refuses_to_start_flower_without_a_login_before_touching_anything(mon
 def test_up_stops_everything_and_names_the_child_that_died(monkeypatch, tmp_path):
     pid_file = tmp_path / "sleeper.pid"
     programs = [
-        ("sleeper", [sys.executable, "-c", f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"]),
-        ("crasher", [sys.executable, "-c", "import time; print('about to fail', flush=True); time.sleep(1); raise SystemExit(3)"]),
-    ]  # fmt: skip
+        (
+            "sleeper",
+            [
+                sys.executable,
+                "-c",
+                f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)",
+            ],
+        ),
+        (
+            "crasher",
+            [
+                sys.executable,
+                "-c",
+                "import time; print('about to fail', flush=True); time.sleep(1); raise SystemExit(3)",
+            ],
+        ),
+    ]
     monkeypatch.setattr(UpCommand, "child_commands", lambda self, options: programs)
     monkeypatch.setattr(up_command, "call_command", lambda *args, **kwargs: None)
     monkeypatch.setattr(up_command, "admin_ensure", lambda: AdminAccount(username="admin", created=False))
@@ -456,7 +478,9 @@ def test_up_prepares_the_filesystem_broker_tables(settings, tmp_path):
 
 def test_stopping_children_terms_the_polite_and_kills_the_stubborn_with_their_children(tmp_path):
     lines: list[tuple[str, str]] = []
-    children = Children(env={"PATH": "/usr/bin:/bin"}, cwd=tmp_path, write=lambda name, line: lines.append((name, line)))
+    children = Children(
+        env={"PATH": "/usr/bin:/bin"}, cwd=tmp_path, write=lambda name, line: lines.append((name, line))
+    )
     stubborn = (
         "import signal, subprocess, sys, time;"
         "signal.signal(signal.SIGTERM, signal.SIG_IGN);"
@@ -496,10 +520,10 @@ def test_the_worker_reloader_restarts_the_worker_on_a_change_and_leaves_nothing_
     watched = tmp_path / "kit_watched_module.py"
     watched.write_text("")
     fake_worker = (
-        "import os, sys, time; sys.path.insert(0, {repo!r});"
+        f"import os, sys, time; sys.path.insert(0, {str(REPO)!r});"
         "from jobs.management.commands._celery import stop_with_lifeline; stop_with_lifeline();"
         "print('worker', os.getpid(), flush=True); time.sleep(60)"
-    ).format(repo=str(REPO))
+    )
     script = (
         f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import kit_watched_module;"
         "from jobs.management.commands._celery import WorkerReloader;"
@@ -508,9 +532,13 @@ def test_the_worker_reloader_restarts_the_worker_on_a_change_and_leaves_nothing_
     lines: list[str] = []
     process = subprocess.Popen(
         [sys.executable, "manage.py", "shell", "-c", script],
-        cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, start_new_session=True,
-    )  # fmt: skip
+        cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     threading.Thread(target=lambda: lines.extend(line.rstrip() for line in process.stdout), daemon=True).start()
 
     def workers() -> list[int]:

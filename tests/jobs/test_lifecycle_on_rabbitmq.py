@@ -160,8 +160,11 @@ def test_cancelling_running_and_waiting_jobs_together_stops_the_running_and_neve
     worker = start_worker(concurrency=2)
     running = [enqueue("testapp.block", 30) for _ in range(2)]
     waiting = [enqueue("testapp.block", 30) for _ in range(3)]
-    wait_for(lambda: Job.objects.filter(pk__in=[job.pk for job in running], status=JobStatus.STARTED).count() == 2,
-             timeout=60, what="both children to run a blocking job")  # fmt: skip
+    wait_for(
+        lambda: Job.objects.filter(pk__in=[job.pk for job in running], status=JobStatus.STARTED).count() == 2,
+        timeout=60,
+        what="both children to run a blocking job",
+    )
 
     response = admin_client.post(
         reverse("admin:jobs_job_changelist"),
@@ -172,9 +175,16 @@ def test_cancelling_running_and_waiting_jobs_together_stops_the_running_and_neve
     assert "Cancelled 5 jobs." in [str(message) for message in response.context["messages"]]
     # The worker terminated the running children and recorded it, long
     # before their 30 s were up.
-    wait_for(lambda: set(TaskResult.objects.filter(task_id__in=[str(job.id) for job in running])
-                         .values_list("status", flat=True)) == {"REVOKED"},
-             timeout=20, what="the worker to terminate both running jobs")  # fmt: skip
+    wait_for(
+        lambda: (
+            set(
+                TaskResult.objects.filter(task_id__in=[str(job.id) for job in running]).values_list("status", flat=True)
+            )
+            == {"REVOKED"}
+        ),
+        timeout=20,
+        what="the worker to terminate both running jobs",
+    )
     later = finished(enqueue("jobs.sleep", 0, 1), timeout=60)
     assert later.status == JobStatus.SUCCESS
     assert worker.process.poll() is None

@@ -19,7 +19,13 @@ def test_enqueue_creates_a_pending_job_and_publishes_only_after_commit(django_ca
         job = enqueue("jobs.sleep", 1.5, steps=3, priority="high")
 
     assert Job.objects.get(pk=job.pk).status == JobStatus.PENDING
-    assert (job.task_name, job.args, job.kwargs, job.priority, job.queue) == ("jobs.sleep", [1.5], {"steps": 3}, "high", "default")
+    assert (job.task_name, job.args, job.kwargs, job.priority, job.queue) == (
+        "jobs.sleep",
+        [1.5],
+        {"steps": 3},
+        "high",
+        "default",
+    )
     assert len(callbacks) == 1  # the publish, waiting for the commit
 
 
@@ -97,7 +103,12 @@ def test_retry_replays_the_canonical_arguments_and_links_the_original(admin_user
 
     retried = job_retry(job=failed, requested_by=admin_user)
 
-    assert (retried.task_name, retried.args, retried.kwargs, retried.priority) == ("jobs.sleep", [2], {"steps": 4}, "low")
+    assert (retried.task_name, retried.args, retried.kwargs, retried.priority) == (
+        "jobs.sleep",
+        [2],
+        {"steps": 4},
+        "low",
+    )
     assert retried.retry_of == failed
     assert list(failed.retries.all()) == [retried]
     assert retried.requested_by == admin_user
@@ -114,14 +125,20 @@ def test_the_backend_outcome_moves_the_job_and_keeps_a_readable_error():
     job_record_outcome(
         job_id=str(job.id),
         celery_state="FAILURE",
-        result={"exc_type": "BadInput", "exc_message": ["image too large: 20000x20000"], "exc_module": "jobs.exceptions"},
+        result={
+            "exc_type": "BadInput",
+            "exc_message": ["image too large: 20000x20000"],
+            "exc_module": "jobs.exceptions",
+        },
     )
     job.refresh_from_db()
     assert (job.status, job.error) == (JobStatus.FAILURE, "BadInput: image too large: 20000x20000")
 
 
 def test_error_summaries_name_time_limits_in_words():
-    assert error_summary({"exc_type": "TimeLimitExceeded", "exc_message": [90]}).startswith("Hard time limit exceeded (90 s)")
+    assert error_summary({"exc_type": "TimeLimitExceeded", "exc_message": [90]}).startswith(
+        "Hard time limit exceeded (90 s)"
+    )
     assert error_summary(ValueError("bad", "value")) == "ValueError: bad value"
 
 

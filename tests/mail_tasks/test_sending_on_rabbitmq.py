@@ -130,8 +130,13 @@ def test_a_campaign_sends_each_batch_over_one_connection_and_bad_recipients_fail
     assert Counter(server.handler.recipients()) == Counter(f"user{i}@example.com" for i in range(57))
     assert server.handler.connections == 3  # one per batch
     assert services.campaign_progress(campaign) == {
-        "total": 60, "sent": 57, "failed": 3, "pending": 0, "cancelled": 0, "percent": 100,
-    }  # fmt: skip
+        "total": 60,
+        "sent": 57,
+        "failed": 3,
+        "pending": 0,
+        "cancelled": 0,
+        "percent": 100,
+    }
     failures = dict(campaign.messages.exclude(status=MessageStatus.SENT).values_list("to", "status"))
     assert failures == {
         "nobody@example.com": MessageStatus.BOUNCED,

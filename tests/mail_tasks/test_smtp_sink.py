@@ -30,8 +30,12 @@ def test_the_command_stores_every_email_it_receives_and_stops_on_sigterm(transac
     log = open(tmp_path / "sink.log", "w")  # aiosmtpd's own logging
     sink = subprocess.Popen(
         [sys.executable, "manage.py", "smtp_sink", "--port", str(port)],
-        cwd=helpers.REPO, env=worker_env, stdout=subprocess.PIPE, stderr=log, text=True,
-    )  # fmt: skip
+        cwd=helpers.REPO,
+        env=worker_env,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
     try:
         assert "SMTP sink listening on 127.0.0.1:" in sink.stdout.readline()
         with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:

@@ -110,9 +110,18 @@ def linear_rgb_profile() -> bytes:
         body += data
         offset += len(data)
     header = (
-        struct.pack(">I", offset) + b"\0" * 4 + bytes([2, 0x10, 0, 0]) + b"mntrRGB XYZ " + b"\0" * 12
-        + b"acsp" + b"\0" * 24 + struct.pack(">I", 0) + _s15f16(0.9642) + _s15f16(1.0) + _s15f16(0.8249)
+        struct.pack(">I", offset)
+        + b"\0" * 4
+        + bytes([2, 0x10, 0, 0])
+        + b"mntrRGB XYZ "
+        + b"\0" * 12
+        + b"acsp"
+        + b"\0" * 24
+        + struct.pack(">I", 0)
+        + _s15f16(0.9642)
+        + _s15f16(1.0)
+        + _s15f16(0.8249)
         + b"\0" * 48
-    )  # fmt: skip
+    )
     assert len(header) == 128
     return header + table + body

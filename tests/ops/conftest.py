@@ -34,8 +34,17 @@ def worker_env(worker_env) -> dict:
     return {**worker_env, "CELERY_WORKER_SEND_TASK_EVENTS": "true"}
 
 
-def make_job(*, queue="default", task="testapp.block", status=JobStatus.SUCCESS, created=None, queued=None,
-             started=None, finished=None, **fields) -> Job:
+def make_job(
+    *,
+    queue="default",
+    task="testapp.block",
+    status=JobStatus.SUCCESS,
+    created=None,
+    queued=None,
+    started=None,
+    finished=None,
+    **fields,
+) -> Job:
     """A Job row as a worker would have left it, timestamps given as
     seconds after `created` (default: now)."""
     created_at = created or timezone.now()
@@ -65,8 +74,12 @@ class FlowerProcess:
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "manage.py", "flower", "--port", str(self.port)],
-            cwd=REPO, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            cwd=REPO,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         wait_for(self._answers, timeout=60, what=f"Flower on port {self.port} (log: {self.log_path})")
         return self
 

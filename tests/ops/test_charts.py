@@ -33,4 +33,11 @@ def test_a_bar_chart_draws_one_bar_per_label_and_says_when_it_has_none():
 
 
 def test_numbers_keep_three_significant_digits():
-    assert [format_number(v) for v in (0, 0.025, 2.5, 49.14, 101.3, 1234.5)] == ["0", "0.025", "2.5", "49.1", "101", "1234"]
+    assert [format_number(v) for v in (0, 0.025, 2.5, 49.14, 101.3, 1234.5)] == [
+        "0",
+        "0.025",
+        "2.5",
+        "49.1",
+        "101",
+        "1234",
+    ]

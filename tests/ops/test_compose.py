@@ -14,8 +14,8 @@ import pytest
 import yaml
 from django.conf import settings
 
-from jobs.queues import QUEUE_TIME_LIMITS, RABBITMQ_CONSUMER_TIMEOUT_SECONDS, WORKER_GROUPS, Queue
 from jobs.management.commands.worker import MAX_MEMORY_PER_CHILD_KIB
+from jobs.queues import QUEUE_TIME_LIMITS, RABBITMQ_CONSUMER_TIMEOUT_SECONDS, WORKER_GROUPS, Queue
 from tests.ops.compose_model import (
     COMPOSE_DIR,
     COMPOSE_FILE,
@@ -242,11 +242,11 @@ def test_the_kit_queues_and_only_they_dead_letter_to_a_bound_queue():
 
 
 def test_rabbitmq_lets_a_worker_hold_a_message_longer_than_any_hard_time_limit():
-    conf = dict(
-        (key.strip(), value.strip())
+    conf = {
+        key.strip(): value.strip()
         for key, _, value in (line.partition("=") for line in RABBITMQ_CONF.read_text().splitlines())
         if key.strip() and not key.startswith("#")
-    )
+    }
     timeout_ms = int(conf["consumer_timeout"])
     assert timeout_ms == RABBITMQ_CONSUMER_TIMEOUT_SECONDS * 1000
     assert timeout_ms > max(limits.hard for limits in QUEUE_TIME_LIMITS.values()) * 1000
@@ -283,4 +283,6 @@ def test_grafana_and_prometheus_only_ask_for_metrics_the_kit_exports(monkeypatch
     datasource = yaml.safe_load((COMPOSE_DIR / "grafana/provisioning/datasources/prometheus.yml").read_text())
     assert {panel["datasource"]["uid"] for panel in dashboard["panels"]} == {datasource["datasources"][0]["uid"]}
     provider = yaml.safe_load((COMPOSE_DIR / "grafana/provisioning/dashboards/kit.yml").read_text())["providers"][0]
-    assert load()["grafana"].host_path(provider["options"]["path"]) == (COMPOSE_DIR / "grafana" / "dashboards").resolve()
+    assert (
+        load()["grafana"].host_path(provider["options"]["path"]) == (COMPOSE_DIR / "grafana" / "dashboards").resolve()
+    )

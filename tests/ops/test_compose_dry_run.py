@@ -25,7 +25,8 @@ from tests.ops.http import http_get
 STUBBED = ("python", "gunicorn", "prometheus", "docker-entrypoint.sh", "chown")
 STUB = """#!/bin/sh
 # Records how it was called, one JSON list per line, and succeeds.
-exec "{python}" -c 'import json, os, sys; open(os.environ["STUB_LOG"], "a").write(json.dumps(sys.argv[1:]) + "\\n")' "$(basename "$0")" "$@"
+exec "{python}" -c 'import json, os, sys; \\
+open(os.environ["STUB_LOG"], "a").write(json.dumps(sys.argv[1:]) + "\\n")' "$(basename "$0")" "$@"
 """
 
 
@@ -46,9 +47,12 @@ def run_start_script(service_name: str, stubs, tmp_path, **extra_env) -> list[li
     script = service.host_path(service.argv[0])
     log = tmp_path / f"{service_name}.calls"
     env = {
-        **service.environment, **extra_env,
-        "PATH": f"{stubs}:{os.environ['PATH']}", "STUB_LOG": str(log), "HOSTNAME": "c0ffee",
-    }  # fmt: skip
+        **service.environment,
+        **extra_env,
+        "PATH": f"{stubs}:{os.environ['PATH']}",
+        "STUB_LOG": str(log),
+        "HOSTNAME": "c0ffee",
+    }
     syntax = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
     assert syntax.returncode == 0, syntax.stderr
     done = subprocess.run(["bash", str(script)], cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
@@ -105,9 +109,11 @@ def test_beat_flower_and_release_start_scripts_run_commands_that_parse(stubs, tm
 def test_the_production_settings_pass_djangos_deployment_checks():
     done = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy"],
-        cwd=REPO, env={**production_env("web"), "DJANGO_SETTINGS_MODULE": "config.settings.production"},
-        capture_output=True, text=True,
-    )  # fmt: skip
+        cwd=REPO,
+        env={**production_env("web"), "DJANGO_SETTINGS_MODULE": "config.settings.production"},
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -134,8 +140,13 @@ def test_the_rabbitmq_start_script_writes_its_user_beside_the_definitions(stubs,
 
 def test_the_rabbitmq_start_script_refuses_a_password_that_would_need_escaping(stubs, tmp_path):
     service = load()["rabbitmq"]
-    env = {**service.environment, "RABBITMQ_PASSWORD": 'short"quote', "PATH": f"{stubs}:{os.environ['PATH']}",
-           "STUB_LOG": str(tmp_path / "log"), "RABBITMQ_DEFINITIONS_DIR": str(tmp_path)}  # fmt: skip
+    env = {
+        **service.environment,
+        "RABBITMQ_PASSWORD": 'short"quote',
+        "PATH": f"{stubs}:{os.environ['PATH']}",
+        "STUB_LOG": str(tmp_path / "log"),
+        "RABBITMQ_DEFINITIONS_DIR": str(tmp_path),
+    }
     done = subprocess.run(["bash", str(service.host_path(service.argv[0]))], env=env, capture_output=True, text=True)
     assert done.returncode == 1 and "RABBITMQ_PASSWORD must be" in done.stderr
     assert not (tmp_path / "users.json").exists()
@@ -162,7 +173,9 @@ def test_rabbitmq_imports_the_definitions_and_celery_declares_its_queues_over_th
             json.dump(definitions, file)
             file.flush()
             os.chmod(file.name, 0o644)
-            imported = subprocess.run([rabbitmqctl, "-q", "import_definitions", file.name], capture_output=True, text=True)
+            imported = subprocess.run(
+                [rabbitmqctl, "-q", "import_definitions", file.name], capture_output=True, text=True
+            )
         assert imported.returncode == 0, imported.stderr
         with Connection(f"amqp://guest:guest@127.0.0.1:5672/{vhost}", connect_timeout=5) as connection:
             channel = connection.channel()

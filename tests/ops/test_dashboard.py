@@ -19,9 +19,13 @@ URL = "/admin/ops/dashboard/"
 def one_worker(monkeypatch):
     stats = broker.worker_stats(
         "general@host-a",
-        {"pool": {"max-concurrency": 2, "processes": [11, 12]}, "total": {"jobs.noop": 7}, "uptime": 100,
-         "rusage": {"utime": 4.0, "stime": 1.0, "maxrss": 81920}},
-    )  # fmt: skip
+        {
+            "pool": {"max-concurrency": 2, "processes": [11, 12]},
+            "total": {"jobs.noop": 7},
+            "uptime": 100,
+            "rusage": {"utime": 4.0, "stime": 1.0, "maxrss": 81920},
+        },
+    )
     monkeypatch.setattr(broker, "workers_stats", lambda: [stats])
     monkeypatch.setattr(broker, "queue_depths", lambda: {"default": broker.QueueDepth(messages=3, consumers=1)})
 

@@ -12,9 +12,12 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 
 def chart_values(page, chart: str, element: str = "circle.point") -> list[float]:
-    return [float(v) for v in page.locator(f'svg[data-chart="{chart}"] {element}').evaluate_all(
-        "nodes => nodes.map(n => n.dataset.value)"
-    )]  # fmt: skip
+    return [
+        float(v)
+        for v in page.locator(f'svg[data-chart="{chart}"] {element}').evaluate_all(
+            "nodes => nodes.map(n => n.dataset.value)"
+        )
+    ]
 
 
 def test_an_operator_sees_throughput_queues_completion_errors_and_workers(
@@ -23,8 +26,10 @@ def test_an_operator_sees_throughput_queues_completion_errors_and_workers(
     django_user_model.objects.create_superuser("operator", "operator@example.com", "pw-123456")
     worker = start_worker()
     done = [enqueue("jobs.noop") for _ in range(4)] + [enqueue("testapp.fail_with", "disk full")]
-    wait_for(lambda: Job.objects.filter(pk__in=[j.pk for j in done], finished_at__isnull=False).count() == 5,
-             what="the first jobs to finish")  # fmt: skip
+    wait_for(
+        lambda: Job.objects.filter(pk__in=[j.pk for j in done], finished_at__isnull=False).count() == 5,
+        what="the first jobs to finish",
+    )
     # A backlog: one worker slot, several jobs that hold it.
     for _ in range(4):
         enqueue("testapp.block", 2)

@@ -3,7 +3,6 @@ watching a real worker on RabbitMQ, with its Broker tab reading RabbitMQ's
 management API."""
 
 import pytest
-
 from django.core.management.base import CommandError
 
 from jobs.management.commands.flower import BROKER_API_ENV, broker_api_configure, broker_api_url

@@ -53,16 +53,22 @@ class FaultBroker:
         saved = {}
         for name, value in values.items():
             # The old value comes back as an Erlang term: {ok,V} or undefined.
-            done = rabbitmqctl("eval", f"Old = application:get_env(rabbit, {name}), "
-                                       f"ok = application:set_env(rabbit, {name}, {int(value)}), Old.")  # fmt: skip
+            done = rabbitmqctl(
+                "eval",
+                f"Old = application:get_env(rabbit, {name}), "
+                f"ok = application:set_env(rabbit, {name}, {int(value)}), Old.",
+            )
             assert done.returncode == 0, done.stderr
             saved[name] = done.stdout.strip()
         try:
             yield
         finally:
             for name, old in saved.items():
-                done = rabbitmqctl("eval", f"case {old} of {{ok, V}} -> application:set_env(rabbit, {name}, V); "
-                                           f"undefined -> application:unset_env(rabbit, {name}) end.")  # fmt: skip
+                done = rabbitmqctl(
+                    "eval",
+                    f"case {old} of {{ok, V}} -> application:set_env(rabbit, {name}, V); "
+                    f"undefined -> application:unset_env(rabbit, {name}) end.",
+                )
                 assert done.returncode == 0, done.stderr
 
 
@@ -92,8 +98,12 @@ def fault_broker(real_services):
 
     try:
         # await_startup fails at once until the node has registered with epmd.
-        wait_for(lambda: rabbitmqctl("await_startup", "--timeout", "60").returncode == 0, timeout=90, interval=1,
-                 what=f"RabbitMQ node {NODE} to boot (logs: {base / 'log'})")  # fmt: skip
+        wait_for(
+            lambda: rabbitmqctl("await_startup", "--timeout", "60").returncode == 0,
+            timeout=90,
+            interval=1,
+            what=f"RabbitMQ node {NODE} to boot (logs: {base / 'log'})",
+        )
         yield FaultBroker()
     finally:
         rabbitmqctl("stop", timeout=60)

@@ -76,8 +76,13 @@ class FaultPostgres:
         env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", "DATABASE_URL": self.url}
         migrated = subprocess.run(
             [sys.executable, "manage.py", "migrate", "--noinput"],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
-        )  # fmt: skip
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         assert migrated.returncode == 0, f"migrate on {self.url} failed:\n{migrated.stdout}{migrated.stderr}"
 
 

@@ -44,9 +44,13 @@ def logged_in(user: User) -> Client:
 def secret_job(db) -> Job:
     owner = make_user("owner", "jobs.add_job")
     return Job.objects.create(
-        task_name="testapp.fail_with", queue="default", args=[SECRET], status=JobStatus.FAILURE,
-        error=f"RuntimeError: {SECRET}", requested_by=owner,
-    )  # fmt: skip
+        task_name="testapp.fail_with",
+        queue="default",
+        args=[SECRET],
+        status=JobStatus.FAILURE,
+        error=f"RuntimeError: {SECRET}",
+        requested_by=owner,
+    )
 
 
 @pytest.fixture
@@ -66,9 +70,17 @@ def leaks(response, job: Job) -> bool:
 @pytest.mark.django_db
 def test_anonymous_users_get_no_job_data_from_the_api_or_the_admin_or_metrics(secret_job, outsiders):
     client = outsiders["anonymous"]
-    for url in ["/api/jobs/", f"/api/jobs/{secret_job.id}/", "/api/jobs/tasks/", "/api/reports/",
-                "/api/images/", "/admin/jobs/job/", f"/admin/jobs/job/{secret_job.id}/change/",
-                "/admin/ops/dashboard/", "/metrics"]:  # fmt: skip
+    for url in [
+        "/api/jobs/",
+        f"/api/jobs/{secret_job.id}/",
+        "/api/jobs/tasks/",
+        "/api/reports/",
+        "/api/images/",
+        "/admin/jobs/job/",
+        f"/admin/jobs/job/{secret_job.id}/change/",
+        "/admin/ops/dashboard/",
+        "/metrics",
+    ]:
         response = client.get(url)
         assert response.status_code in (302, 401, 403), (url, response.status_code)
         if response.status_code == 302:
@@ -158,9 +170,12 @@ def flower(rabbitmq_vhost, tmp_path_factory):
     var_dir = tmp_path_factory.mktemp("flower-var")
     env = {name: value for name, value in os.environ.items() if name != "FLOWER_BROKER_API"}
     env.update(
-        DJANGO_SETTINGS_MODULE="config.settings.test", CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
-        FLOWER_BASIC_AUTH=":".join(FLOWER_LOGIN), KIT_VAR_DIR=str(var_dir), PYTHONUNBUFFERED="1",
-    )  # fmt: skip
+        DJANGO_SETTINGS_MODULE="config.settings.test",
+        CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
+        FLOWER_BASIC_AUTH=":".join(FLOWER_LOGIN),
+        KIT_VAR_DIR=str(var_dir),
+        PYTHONUNBUFFERED="1",
+    )
     process = FlowerProcess(env, var_dir / "flower.log").start()
     yield process
     process.stop()

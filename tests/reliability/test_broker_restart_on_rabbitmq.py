@@ -41,8 +41,12 @@ def test_jobs_enqueued_and_running_across_a_broker_restart_all_complete(on_fault
     wait_for(relay_until_nothing_is_pending, timeout=60, interval=1, what="the relay to publish what waited")
 
     everything = before + during + after
-    wait_for(lambda: jobs_by_status(everything).get(JobStatus.SUCCESS, 0) == len(everything), timeout=120, interval=0.5,
-             what=f"every job to succeed (now {jobs_by_status(everything)}); worker log: {worker.log_path}")  # fmt: skip
+    wait_for(
+        lambda: jobs_by_status(everything).get(JobStatus.SUCCESS, 0) == len(everything),
+        timeout=120,
+        interval=0.5,
+        what=f"every job to succeed (now {jobs_by_status(everything)}); worker log: {worker.log_path}",
+    )
     assert worker.process.poll() is None, "the worker had to be restarted by hand"
     # Running copies cut off by the outage ran again, once.
     assert not Job.objects.filter(pk__in=[job.pk for job in everything], attempts__gt=2).exists()

@@ -4,7 +4,8 @@
 A worker holds a message with an ETA unacknowledged until it is due, and
 RabbitMQ closes the channel of a consumer that holds one longer than
 consumer_timeout; by default Celery takes that for an unrecoverable error and
-the worker stops (the kit's settings make it reconnect instead). The kit keeps such jobs PENDING in the database until they are within
+the worker stops (the kit's settings make it reconnect instead). The kit keeps
+such jobs PENDING in the database until they are within
 JOBS_BROKER_ETA_HORIZON_SECONDS, below the timeout, and the outbox relay
 publishes them then (jobs.services._held_back). The publisher decides that,
 so the tests set the horizon in their own process. The control raises it
@@ -60,8 +61,12 @@ def test_a_job_due_after_the_consumer_timeout_runs_once_when_due_and_the_worker_
     with override_settings(JOBS_BROKER_ETA_HORIZON_SECONDS=HORIZON_SECONDS):
         job = enqueue("testapp.block", 0, countdown=COUNTDOWN_SECONDS)
         assert status(job) == JobStatus.PENDING  # held back, not on the broker
-        wait_for(lambda: relay_until_published(job), timeout=COUNTDOWN_SECONDS + 30, interval=0.5,
-                 what="the relay to publish the job as it comes near")  # fmt: skip
+        wait_for(
+            lambda: relay_until_published(job),
+            timeout=COUNTDOWN_SECONDS + 30,
+            interval=0.5,
+            what="the relay to publish the job as it comes near",
+        )
     wait_for(lambda: succeeded(job, worker), timeout=60, what=f"the job to run; log: {worker.log_path}")
 
     job.refresh_from_db()
@@ -87,8 +92,12 @@ def test_control_when_rabbitmq_closes_the_channel_of_a_job_parked_past_the_timeo
     with override_settings(JOBS_BROKER_ETA_HORIZON_SECONDS=3600):
         job = enqueue("testapp.block", 0, countdown=COUNTDOWN_SECONDS)
     assert status(job) == JobStatus.QUEUED  # on the broker at once, with its ETA
-    wait_for(lambda: TIMED_OUT in worker.read_log(), timeout=COUNTDOWN_SECONDS + 30, interval=0.5,
-             what=f"RabbitMQ to close the worker's channel; log: {worker.log_path}")  # fmt: skip
+    wait_for(
+        lambda: TIMED_OUT in worker.read_log(),
+        timeout=COUNTDOWN_SECONDS + 30,
+        interval=0.5,
+        what=f"RabbitMQ to close the worker's channel; log: {worker.log_path}",
+    )
     assert "PRECONDITION_FAILED" in worker.read_log()
 
     wait_for(lambda: succeeded(job, worker), timeout=60, what=f"the job to run; log: {worker.log_path}")

@@ -64,9 +64,13 @@ def test_jobs_running_across_a_database_restart_all_complete(on_fault_postgres, 
 
     after = jobs_by_status(jobs)
     assert before.get(JobStatus.SUCCESS, 0) < JOBS, f"the load was over before the database stopped: {before}"
-    wait_for(lambda: jobs_by_status(jobs).get(JobStatus.SUCCESS, 0) == JOBS, timeout=120, interval=0.5,
-             what=f"every job to succeed (before the restart {before}, just after it {after}); "
-                  f"worker log: {worker.log_path}")  # fmt: skip
+    wait_for(
+        lambda: jobs_by_status(jobs).get(JobStatus.SUCCESS, 0) == JOBS,
+        timeout=120,
+        interval=0.5,
+        what=f"every job to succeed (before the restart {before}, just after it {after}); "
+        f"worker log: {worker.log_path}",
+    )
     assert jobs_by_status(jobs) == {JobStatus.SUCCESS: JOBS}  # none left STARTED or QUEUED
     assert worker.process.poll() is None, "the worker had to be restarted by hand"
     # A job whose end could not be recorded ran again, once.

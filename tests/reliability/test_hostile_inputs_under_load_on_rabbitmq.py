@@ -500,7 +500,7 @@ def test_hostile_images_emails_and_reports_fail_their_own_jobs_under_load_while_
     # Images: one set of renditions per good image, none for the hostile ones,
     # and no file that no row points at.
     per_image = Counter(Rendition.objects.values_list("image_id", flat=True))
-    assert per_image == {pk: 3 for pk in ledger.good_images}
+    assert per_image == dict.fromkeys(ledger.good_images, 3)
     assert set(Rendition.objects.values_list("name", flat=True)) == {"thumb", "medium", "large"}
     expected_files = {
         *Image.objects.values_list("original", flat=True),

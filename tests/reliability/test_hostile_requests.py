@@ -60,8 +60,16 @@ def test_an_oversized_job_request_is_a_413_that_names_the_limit(api):
     refused(post_raw(api, "/api/jobs/", body), 413, "the limit is 1048576")
 
 
-OVERSIZED = json.dumps({"template": "mail_tasks/welcome", "to": "a@example.com", "type": "jobs.export",
-                        "format": "csv", "context": {"x": "y" * TOO_BIG}, "params": {"x": "y" * TOO_BIG}})  # fmt: skip
+OVERSIZED = json.dumps(
+    {
+        "template": "mail_tasks/welcome",
+        "to": "a@example.com",
+        "type": "jobs.export",
+        "format": "csv",
+        "context": {"x": "y" * TOO_BIG},
+        "params": {"x": "y" * TOO_BIG},
+    }
+)
 
 
 @pytest.mark.parametrize("url", ["/api/mail/messages/", "/api/reports/"])

@@ -70,8 +70,12 @@ def test_twenty_thousand_jobs_across_all_queues_all_succeed_when_a_worker_is_kil
     for relay in relays:
         relay.start()
 
-    wait_for(lambda: by_status().get(JobStatus.SUCCESS, 0) >= LOAD // 3, timeout=150, interval=1,
-             what=f"a third of the load to finish (now {by_status()})")  # fmt: skip
+    wait_for(
+        lambda: by_status().get(JobStatus.SUCCESS, 0) >= LOAD // 3,
+        timeout=150,
+        interval=1,
+        what=f"a third of the load to finish (now {by_status()})",
+    )
     general.kill_main()  # pool and all, SIGKILL, while the relays still publish
     done_at_kill = by_status().get(JobStatus.SUCCESS, 0)
     assert done_at_kill < LOAD * 2 // 3, "the load was nearly over before the kill"
@@ -84,8 +88,12 @@ def test_twenty_thousand_jobs_across_all_queues_all_succeed_when_a_worker_is_kil
     assert not errors, errors
     assert sum(published) == LOAD  # each job published once, by one relay
 
-    wait_for(lambda: by_status() == {JobStatus.SUCCESS: LOAD}, timeout=240, interval=1,
-             what=f"all {LOAD} jobs to succeed (now {by_status()})")  # fmt: skip
+    wait_for(
+        lambda: by_status() == {JobStatus.SUCCESS: LOAD},
+        timeout=240,
+        interval=1,
+        what=f"all {LOAD} jobs to succeed (now {by_status()})",
+    )
     assert Job.objects.aggregate(most=Max("attempts"))["most"] <= 2
     assert dict(Job.objects.values_list("queue").annotate(n=Count("id"))) == {q.value: LOAD // 4 for q in Queue}
     assert TaskResult.objects.filter(status="SUCCESS").count() == LOAD

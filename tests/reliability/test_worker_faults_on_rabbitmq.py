@@ -46,8 +46,10 @@ def test_a_worker_killed_with_sigkill_mid_batch_and_restarted_completes_all_fift
     second = start_worker(concurrency=2)
     wait_for(
         lambda: statuses(jobs).get(JobStatus.SUCCESS, 0) == BATCH,
-        timeout=90, interval=0.5, what=f"all {BATCH} jobs to succeed (now {statuses(jobs)})",
-    )  # fmt: skip
+        timeout=90,
+        interval=0.5,
+        what=f"all {BATCH} jobs to succeed (now {statuses(jobs)})",
+    )
     finished = Job.objects.filter(pk__in=[job.pk for job in jobs])
     # What the killed worker held unacknowledged ran again on the new one...
     rerun = finished.filter(attempts=2)
@@ -74,7 +76,9 @@ def test_a_warm_shutdown_lets_the_running_job_finish_before_the_worker_exits(sta
     assert TaskResult.objects.get(task_id=str(job.id)).result == '"first run"'
 
 
-def test_a_soft_shutdown_hands_a_job_still_running_after_the_grace_back_to_the_queue(start_worker, worker_env, tmp_path):
+def test_a_soft_shutdown_hands_a_job_still_running_after_the_grace_back_to_the_queue(
+    start_worker, worker_env, tmp_path
+):
     """What an orchestrator that only sends SIGTERM gets with REMAP_SIGTERM=
     SIGQUIT: the worker waits CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT, then
     stops the job without acknowledging it, and the next worker runs it."""
@@ -91,7 +95,9 @@ def test_a_soft_shutdown_hands_a_job_still_running_after_the_grace_back_to_the_q
     assert job.status == JobStatus.STARTED  # not finished, not failed, not dropped
 
     second = start_worker()
-    wait_for(lambda: Job.objects.get(pk=job.pk).status == JobStatus.SUCCESS, timeout=30, what="the handed-back job to run")
+    wait_for(
+        lambda: Job.objects.get(pk=job.pk).status == JobStatus.SUCCESS, timeout=30, what="the handed-back job to run"
+    )
     job.refresh_from_db()
     assert (job.attempts, job.worker) == (2, second.name)
     # The hand-back counts as a delivery, like a crash (README, Guarantees).

@@ -84,9 +84,15 @@ def make_job(
     started = created + timedelta(seconds=wait) if wait is not None else None
     finished = started + timedelta(seconds=runtime) if started and runtime is not None else None
     job = Job.objects.create(
-        task_name=task, queue=queue, status=status, queued_at=created, started_at=started,
-        finished_at=finished, error=error, attempts=attempts,
-    )  # fmt: skip
+        task_name=task,
+        queue=queue,
+        status=status,
+        queued_at=created,
+        started_at=started,
+        finished_at=finished,
+        error=error,
+        attempts=attempts,
+    )
     # created_at is auto_now_add: set it afterwards, as the reports read it.
     Job.objects.filter(pk=job.pk).update(created_at=created)
     job.refresh_from_db()

@@ -165,9 +165,13 @@ def test_the_catalogue_lists_the_types_a_user_may_ask_for(owner, db):
     activity = next(t for t in types if t["name"] == "jobs.activity")
     assert activity["formats"] == ["csv", "xlsx", "pdf"]
     assert activity["params"]["bucket"] == {
-        "kind": "choice", "required": False, "default": "day", "choices": ["hour", "day"], "many": False,
+        "kind": "choice",
+        "required": False,
+        "default": "day",
+        "choices": ["hour", "day"],
+        "many": False,
         "help": "Rows per hour (periods up to 31 days) or per day.",
-    }  # fmt: skip
+    }
     assert "Runtime p95 (s)" in activity["columns"]
     assert limited == []
 

@@ -16,9 +16,21 @@ from tests.reports.readers import csv_rows, pdf_pages, pdf_text, xlsx_sheets
 pytestmark = pytest.mark.django_db
 
 EXPORT_HEADER = [
-    "Job id", "Task", "Queue", "Priority", "Status", "Attempts", "Created", "Queued", "Started", "Finished",
-    "Wait (s)", "Runtime (s)", "Requested by", "Error",
-]  # fmt: skip
+    "Job id",
+    "Task",
+    "Queue",
+    "Priority",
+    "Status",
+    "Attempts",
+    "Created",
+    "Queued",
+    "Started",
+    "Finished",
+    "Wait (s)",
+    "Runtime (s)",
+    "Requested by",
+    "Error",
+]
 
 
 @pytest.fixture
@@ -26,9 +38,13 @@ def two_jobs():
     created = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
     first = make_job("shop.invoice_render", created=created, wait=1.5, runtime=4.25, attempts=2)
     second = make_job(
-        "mail.send", queue="email", status=JobStatus.FAILURE, created=created + timedelta(minutes=1),
-        error="SMTP 554: rejected", runtime=0.5,
-    )  # fmt: skip
+        "mail.send",
+        queue="email",
+        status=JobStatus.FAILURE,
+        created=created + timedelta(minutes=1),
+        error="SMTP 554: rejected",
+        runtime=0.5,
+    )
     return first, second
 
 
@@ -132,9 +148,12 @@ def test_a_chart_sums_every_row_even_past_the_pdf_table_limit(tmp_path, settings
 
     settings.REPORTS_PDF_MAX_ROWS = 1
     document = Document(
-        title="Sales", subtitle="", columns=[Column("day"), Column("units")],
-        charts=[Chart(title="Units per day", x="day", series=["units"])], tz=ZoneInfo("UTC"),
-    )  # fmt: skip
+        title="Sales",
+        subtitle="",
+        columns=[Column("day"), Column("units")],
+        charts=[Chart(title="Units per day", x="day", series=["units"])],
+        tz=ZoneInfo("UTC"),
+    )
     path = tmp_path / "sales.pdf"
 
     write_pdf(path, document, [["mon", 400], ["mon", 500], ["tue", 1]])

@@ -45,7 +45,10 @@ def ask(user, body: dict):
         (
             {"type": "jobs.export", "format": "csv", "params": {"status": ["SUCCESS", "SLEEPING"]}},
             {
-                "params.status": "unknown value 'SLEEPING'; one of: PENDING, QUEUED, STARTED, RETRYING, SUCCESS, FAILURE, REVOKED, DEAD, LOST"
+                "params.status": (
+                    "unknown value 'SLEEPING'; one of: "
+                    "PENDING, QUEUED, STARTED, RETRYING, SUCCESS, FAILURE, REVOKED, DEAD, LOST"
+                )
             },
         ),
         (
@@ -71,7 +74,7 @@ def ask(user, body: dict):
         "hourly-too-long",
         "unknown-queue",
         "bad-address",
-    ],  # fmt: skip
+    ],
 )
 def test_a_bad_request_is_refused_with_a_400_that_says_why_and_creates_nothing(owner, body, errors):
     response = ask(owner, body)

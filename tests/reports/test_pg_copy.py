@@ -21,9 +21,19 @@ from tests.reports.readers import csv_rows
 pytestmark = pytest.mark.django_db
 
 AWKWARD = [
-    "", "=1+1", "+33 6 12", "-minus", "@mention", "\tindented", "\r=carriage", "line\nbreak", 'say "hi"',
-    "comma, inside", "café ✓ 東京", "plain",
-]  # fmt: skip
+    "",
+    "=1+1",
+    "+33 6 12",
+    "-minus",
+    "@mention",
+    "\tindented",
+    "\r=carriage",
+    "line\nbreak",
+    'say "hi"',
+    "comma, inside",
+    "café ✓ 東京",
+    "plain",
+]
 
 
 # JSON as Django decodes it: numbers, strings, null, true, containers.
@@ -35,10 +45,13 @@ def awkward_jobs():
     start = datetime(2026, 3, 29, 0, 30, tzinfo=UTC)  # Paris moves to summer time at 01:00 UTC
     for index, error in enumerate(AWKWARD):
         job = make_job(
-            f"task.{index % 3}", created=start + timedelta(minutes=17 * index), error=error,
+            f"task.{index % 3}",
+            created=start + timedelta(minutes=17 * index),
+            error=error,
             status=JobStatus.QUEUED if index == 4 else JobStatus.SUCCESS,
-            wait=None if index == 4 else 0.125 * index, runtime=1 / 3 + index,
-        )  # fmt: skip
+            wait=None if index == 4 else 0.125 * index,
+            runtime=1 / 3 + index,
+        )
         args = ARGS[index % len(ARGS)]
         # JSON null, not SQL NULL (which args does not allow).
         Job.objects.filter(pk=job.pk).update(args=Value(None, JSONField()) if args is None else args, attempts=index)
@@ -52,9 +65,17 @@ def mixed_types(registered):
         title = "Mixed"
         # Not the SQL order: values() is matched by key.
         columns = [
-            Column("error"), Column("id"), Column("attempts"), Column("created_at"), Column("started_at"),
-            Column("day"), Column("ok"), Column("runtime"), Column("args"), Column("negative"),
-        ]  # fmt: skip
+            Column("error"),
+            Column("id"),
+            Column("attempts"),
+            Column("created_at"),
+            Column("started_at"),
+            Column("day"),
+            Column("ok"),
+            Column("runtime"),
+            Column("args"),
+            Column("negative"),
+        ]
 
         def rows(self, params):
             return (

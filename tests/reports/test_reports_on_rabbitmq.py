@@ -35,12 +35,16 @@ def invoices():
     created = timezone.now() - timedelta(hours=1)
     Job.objects.bulk_create(
         Job(
-            task_name="shop.invoice_render", queue="default", status=JobStatus.SUCCESS if n % 10 else JobStatus.FAILURE,
-            queued_at=created, started_at=created + timedelta(seconds=1), finished_at=created + timedelta(seconds=2 + n % 7),
-            error="" if n % 10 else "=HYPERLINK(\"http://evil.example\")",
+            task_name="shop.invoice_render",
+            queue="default",
+            status=JobStatus.SUCCESS if n % 10 else JobStatus.FAILURE,
+            queued_at=created,
+            started_at=created + timedelta(seconds=1),
+            finished_at=created + timedelta(seconds=2 + n % 7),
+            error="" if n % 10 else '=HYPERLINK("http://evil.example")',
         )
         for n in range(ROWS)
-    )  # fmt: skip
+    )
 
 
 def test_a_report_asked_over_the_api_is_made_by_a_worker_and_downloaded(start_worker, owner, invoices, tmp_path):
@@ -72,9 +76,12 @@ def test_a_report_asked_over_the_api_is_made_by_a_worker_and_downloaded(start_wo
 def test_a_scheduled_tick_makes_a_run_that_a_worker_generates_and_emails(start_worker, owner, invoices):
     worker = start_worker(queues="default,reports")
     kwargs = {
-        "type": "jobs.activity", "format": "pdf", "params": {"period": {"last_days": 1}, "bucket": "hour"},
-        "owner": owner.username, "email_to": ["ops@example.com"],
-    }  # fmt: skip
+        "type": "jobs.activity",
+        "format": "pdf",
+        "params": {"period": {"last_days": 1}, "bucket": "hour"},
+        "owner": owner.username,
+        "email_to": ["ops@example.com"],
+    }
 
     # What beat does with a PeriodicTask: apply_async on the task by name.
     tick = get_job_task("reports.report_schedule_run").apply_async(kwargs=kwargs)

@@ -31,9 +31,13 @@ def test_a_scheduled_run_resolves_its_dates_at_the_tick_and_enqueues_the_report(
     today = timezone.localdate()
 
     run = scheduling.report_schedule_run(
-        report_type="jobs.activity", format="pdf", params=KWARGS["params"], owner="olivia",
-        email_to=["ops@example.com"], idempotency_key="schedule:1",
-    )  # fmt: skip
+        report_type="jobs.activity",
+        format="pdf",
+        params=KWARGS["params"],
+        owner="olivia",
+        email_to=["ops@example.com"],
+        idempotency_key="schedule:1",
+    )
 
     assert run.owner == owner
     assert run.params["period"] == {"from": (today - timedelta(days=6)).isoformat(), "to": today.isoformat()}
@@ -60,10 +64,14 @@ def test_an_unknown_owner_fails_the_tick_as_bad_input(db):
 
 def test_a_schedule_is_a_periodic_task_for_the_database_scheduler(owner):
     task = scheduling.report_schedule_create(
-        name="weekly activity", crontab={"minute": "0", "hour": "6", "day_of_week": "1"},
-        report_type="jobs.activity", format="pdf", params=KWARGS["params"], owner="olivia",
+        name="weekly activity",
+        crontab={"minute": "0", "hour": "6", "day_of_week": "1"},
+        report_type="jobs.activity",
+        format="pdf",
+        params=KWARGS["params"],
+        owner="olivia",
         email_to=["ops@example.com"],
-    )  # fmt: skip
+    )
 
     stored = PeriodicTask.objects.get(name="weekly activity")
     assert stored.task == "reports.report_schedule_run"

@@ -33,10 +33,14 @@ class Command(BaseCommand):
         """The `celery beat` arguments for these options."""
         return [
             "beat",
-            "--scheduler", settings.CELERY_BEAT_SCHEDULER,
-            "--pidfile", options["pidfile"],
+            "--scheduler",
+            settings.CELERY_BEAT_SCHEDULER,
+            "--pidfile",
+            options["pidfile"],
             # Read only by Celery's file-based scheduler, if CELERY_BEAT_SCHEDULER
             # is ever switched to it: keeps its state out of the working directory.
-            "--schedule", str(settings.VAR_DIR / "celerybeat-schedule"),
-            "--loglevel", options["loglevel"],
-        ]  # fmt: skip
+            "--schedule",
+            str(settings.VAR_DIR / "celerybeat-schedule"),
+            "--loglevel",
+            options["loglevel"],
+        ]

@@ -49,7 +49,10 @@ def admin_ensure(*, username: str | None = None, password: str | None = None) ->
 
 
 class Command(BaseCommand):
-    help = "Make sure an admin superuser exists (DJANGO_SUPERUSER_USERNAME / _PASSWORD, else `admin` with a random password)."
+    help = (
+        "Make sure an admin superuser exists "
+        "(DJANGO_SUPERUSER_USERNAME / _PASSWORD, else `admin` with a random password)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument(

@@ -73,7 +73,9 @@ def flower_auth_check(address: str) -> bool:
     if not settings.DEBUG:
         raise CommandError(f"Set {AUTH_ENV}=user:password: Flower never runs without a login when DEBUG is off.")
     if not is_loopback(address):
-        raise CommandError(f"Without {AUTH_ENV}, Flower listens on loopback only (127.0.0.1), not on {address or 'every interface'}.")
+        raise CommandError(
+            f"Without {AUTH_ENV}, Flower listens on loopback only (127.0.0.1), not on {address or 'every interface'}."
+        )
     return False
 
 

@@ -17,7 +17,10 @@ class Command(BaseCommand):
             "--days",
             type=non_negative_int,
             default=settings.JOBS_RETENTION_DAYS,
-            help=f"Keep jobs that finished within this many days (default: JOBS_RETENTION_DAYS, {settings.JOBS_RETENTION_DAYS}).",
+            help=(
+                "Keep jobs that finished within this many days "
+                f"(default: JOBS_RETENTION_DAYS, {settings.JOBS_RETENTION_DAYS})."
+            ),
         )
         parser.add_argument(
             "--batch-size",

@@ -18,7 +18,8 @@ from kombu.utils.url import maybe_sanitize_url
 from jobs.management.commands._arguments import positive_int
 from jobs.management.commands._process import Child, Children, StopSignals
 from jobs.management.commands.ensure_admin import AdminAccount, admin_ensure
-from jobs.management.commands.flower import AUTH_ENV, DEFAULT_PORT as FLOWER_PORT, flower_auth_check
+from jobs.management.commands.flower import AUTH_ENV, flower_auth_check
+from jobs.management.commands.flower import DEFAULT_PORT as FLOWER_PORT
 from jobs.queues import WORKER_GROUPS
 
 HOST = "127.0.0.1"
@@ -84,7 +85,10 @@ def broker_tables_prepare() -> None:
 
 
 class Command(BaseCommand):
-    help = "Run everything for development (web app, workers, beat, Flower, SMTP sink) after migrating; Ctrl-C stops it all."
+    help = (
+        "Run everything for development (web app, workers, beat, Flower, SMTP sink) after migrating; "
+        "Ctrl-C stops it all."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=positive_int, default=WEB_PORT, help=f"Web app port (default: {WEB_PORT}).")
@@ -156,7 +160,9 @@ class Command(BaseCommand):
             wanted["--no-smtp-sink (EMAIL_PORT)"] = settings.EMAIL_PORT
         for option, port in wanted.items():
             if not port_free(port):
-                raise CommandError(f"Port {port} on {HOST} is in use (another `manage.py up`?). Choose another with {option}.")
+                raise CommandError(
+                    f"Port {port} on {HOST} is in use (another `manage.py up`?). Choose another with {option}."
+                )
 
     def child_env(self) -> dict:
         env = {name: value for name, value in os.environ.items() if name != autoreload.DJANGO_AUTORELOAD_ENV}
@@ -219,7 +225,10 @@ class Command(BaseCommand):
             flower_login = f"login from {AUTH_ENV}" if os.environ.get(AUTH_ENV) else "no login (DEBUG, loopback only)"
             lines.append(f"  Flower    http://{HOST}:{options['flower_port']}/  {flower_login}")
         if self.wants_smtp_sink(options):
-            lines.append(f"  Mail sink {web}{reverse('mail_tasks:sink-list')}  (SMTP on {settings.EMAIL_HOST}:{settings.EMAIL_PORT})")
+            lines.append(
+                f"  Mail sink {web}{reverse('mail_tasks:sink-list')}"
+                f"  (SMTP on {settings.EMAIL_HOST}:{settings.EMAIL_PORT})"
+            )
         lines += [
             f"  Database  {self.database_description()}",
             f"  Broker    {self.broker_description()}",

@@ -59,7 +59,10 @@ class Command(BaseCommand):
             "--max-memory-per-child",
             type=positive_int,
             default=MAX_MEMORY_PER_CHILD_KIB,
-            help=f"Replace a pool process whose resident memory passed this many KiB (default: {MAX_MEMORY_PER_CHILD_KIB}).",
+            help=(
+                "Replace a pool process whose resident memory passed this many KiB "
+                f"(default: {MAX_MEMORY_PER_CHILD_KIB})."
+            ),
         )
         parser.add_argument(
             "--autoreload",
@@ -89,24 +92,33 @@ class Command(BaseCommand):
         label = options["group"] or ("all" if len(queues) == len(Queue) else "-".join(queues))
         argv = [
             "worker",
-            "--queues", ",".join(queues),
-            "--hostname", options["hostname"] or f"{label}@%h",
-            "--pool", options["pool"],
-            "--concurrency", str(options["concurrency"] or os.cpu_count() or 1),
-            "--loglevel", options["loglevel"],
+            "--queues",
+            ",".join(queues),
+            "--hostname",
+            options["hostname"] or f"{label}@%h",
+            "--pool",
+            options["pool"],
+            "--concurrency",
+            str(options["concurrency"] or os.cpu_count() or 1),
+            "--loglevel",
+            options["loglevel"],
             # Hand each message to a free pool process, never queue it behind
             # a long task in a busy one.
-            "-O", "fair",
+            "-O",
+            "fair",
             # The database is the authority on cancelled jobs (the task checks
             # its Job row when it starts), so mingle's start-up sync of revoked
             # ids and gossip's chatter between workers buy nothing but traffic.
-            "--without-gossip", "--without-mingle",
-        ]  # fmt: skip
+            "--without-gossip",
+            "--without-mingle",
+        ]
         if options["pool"] == "prefork":
             argv += [
-                "--max-tasks-per-child", str(options["max_tasks_per_child"]),
-                "--max-memory-per-child", str(options["max_memory_per_child"]),
-            ]  # fmt: skip
+                "--max-tasks-per-child",
+                str(options["max_tasks_per_child"]),
+                "--max-memory-per-child",
+                str(options["max_memory_per_child"]),
+            ]
         if settings.CELERY_WORKER_SEND_TASK_EVENTS:
             argv.append("--task-events")  # what Flower shows
         return argv
@@ -122,7 +134,9 @@ class Command(BaseCommand):
         names = list(dict.fromkeys(name.strip() for name in options["queues"].split(",") if name.strip()))
         unknown = [name for name in names if name not in {queue.value for queue in Queue}]
         if unknown or not names:
-            raise CommandError(f"Unknown queue {', '.join(unknown) or '(none given)'}. Valid queues: {', '.join(Queue)}.")
+            raise CommandError(
+                f"Unknown queue {', '.join(unknown) or '(none given)'}. Valid queues: {', '.join(Queue)}."
+            )
         return names
 
     def autoreload_enabled(self, options: dict) -> bool:
