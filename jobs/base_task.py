@@ -1,8 +1,8 @@
 """The base class every tracked task uses, and the decorator that applies it.
 
-    @job_task(name="media_tasks.thumbnail_create", queue=Queue.IMAGES,
-              transient_errors=(OSError,), public=True)
-    def thumbnail_create(self, image_id: int) -> dict:
+    @job_task(name="media_tasks.renditions_create", queue=Queue.IMAGES,
+              transient_errors=(TransientError,))
+    def renditions_create(self, image_id: str) -> dict:
         self.progress(10, "decoding")
         ...
 

@@ -24,6 +24,7 @@ from jobs.models import ACTIVE_STATUSES, CANCELLABLE_STATUSES, RETRYABLE_STATUSE
 from jobs.queues import PRIORITY_VALUE, QUEUE_TIME_LIMITS, Priority, Queue
 from jobs.registry import get_job_task
 from jobs.tracking import relaxed_durability, run_tracking_statement
+from upstream.amqp import pipeline_confirms
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ def enqueue(
     requested_by=None,
     **kwargs,
 ) -> Job:
-    """Shorthand: enqueue(thumbnail_create, image.id, priority="high").
+    """Shorthand: enqueue(renditions_create, image.id, priority="high").
 
     `task` is a task or its name. A task whose own keyword arguments are
     named like the options here goes through job_enqueue instead.
@@ -262,11 +263,8 @@ def _publish_awaiting_confirms_once(jobs: list[Job], confirmed: list[Job]) -> No
         channel = conn.channel()
         confirms = _Confirms(expected=len(jobs))
         try:
-            channel.confirm_select()
-            # py-amqp's confirming publish waits for each confirm; its plain
-            # one does not, on a channel that is in confirm mode all the same.
-            channel._confirm_selected = True
-            channel.basic_publish = channel._basic_publish
+            # Confirms are counted together below, not waited for per message.
+            pipeline_confirms(channel)
             channel.events["basic_ack"].add(confirms.on_ack)
             channel.events["basic_nack"].add(confirms.on_nack)
             producer = current_app.amqp.Producer(channel, auto_declare=False)
@@ -533,5 +531,7 @@ def jobs_prune(*, older_than: timedelta | None = None, batch_size: int = 5000) -
         ids = list(TaskResult.objects.filter(date_done__lt=cutoff).values_list("id", flat=True)[:batch_size])
         if not ids:
             break
-        TaskResult.objects.filter(id__in=ids)._raw_delete(TaskResult.objects.db)
+        # Nothing cascades from TaskResult and nothing listens to its deletes,
+        # so Django deletes these with one DELETE, collecting nothing.
+        TaskResult.objects.filter(id__in=ids).delete()
     return deleted

@@ -208,14 +208,15 @@ CELERY_ACCEPT_CONTENT = ["json"]
 
 # At-least-once: the message is acknowledged after the task finishes, and
 # requeued if the worker child dies mid-task (SIGKILL, OOM). Tasks are
-# idempotent and jobs.tasks_base bounds redeliveries (DEAD).
+# idempotent and jobs.base_task bounds redeliveries (DEAD).
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # With late acks a worker holds one unstarted message per child at most, so a
 # high-priority job is not stuck behind a prefetched backlog.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Celery closes the worker's database connections around every task unless
-# this is set; jobs/signals.py applies CONN_MAX_AGE and health checks instead.
+# this is set (undocumented: upstream/celery.py checks it is still read);
+# jobs/signals.py applies CONN_MAX_AGE and health checks instead.
 CELERY_DB_REUSE_MAX = 1_000_000
 # On a lost broker connection, unacked messages go back to the queue anyway;
 # stopping the running copies avoids running them twice.
