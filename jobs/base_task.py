@@ -12,7 +12,11 @@ BadInput for input that can never work (fails at once, no retry); the
 else fails the job.
 """
 
+from __future__ import annotations
+
 import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from celery import Task, shared_task
 from celery.exceptions import Ignore, Reject
@@ -22,6 +26,9 @@ from django.db import InterfaceError, OperationalError
 from jobs.queues import DEFAULT_RETRY_POLICY, Queue, RetryPolicy
 from jobs.tracking import StartOutcome, job_mark_started, job_report_progress
 
+if TYPE_CHECKING:
+    from jobs.models import Job
+
 # How long a worker child that cannot reach the database waits before it
 # hands the job it received back to the broker.
 DATABASE_DOWN_PAUSE_SECONDS = 1.0
@@ -30,6 +37,11 @@ DATABASE_DOWN_PAUSE_SECONDS = 1.0
 class JobTask(Task):
     # May be enqueued over the HTTP API by a user with jobs.add_job.
     public: bool = False
+    # Called with this task's new Job rows, in the transaction that inserts
+    # them, however they are created (one, many, a retry): how a domain
+    # object (an image, a report run) keeps pointing at its newest job.
+    # Declared with job_task(on_created=...).
+    on_created: Callable[[Sequence[Job]], None] | None = None
 
     def __call__(self, *args, **kwargs):
         request = self.request
@@ -79,6 +91,7 @@ def job_task(
     transient_errors: tuple[type[BaseException], ...] = (),
     public: bool = False,
     retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+    on_created: Callable[[Sequence[Job]], None] | None = None,
     **celery_options,
 ):
     """Declare a tracked task. Name it explicitly ("app.entity_action"): the
@@ -90,6 +103,8 @@ def job_task(
         bind=True,
         queue=queue.value,
         public=public,
+        # A plain function would become a method of the task class.
+        on_created=staticmethod(on_created) if on_created else None,
         autoretry_for=transient_errors,
         max_retries=retry_policy.max_retries,
         retry_backoff=retry_policy.backoff_seconds,

@@ -82,12 +82,13 @@ def job_enqueue(
         retry_of=retry_of,
     )
     try:
-        if transaction.get_connection().in_atomic_block:
+        if transaction.get_connection().in_atomic_block or _announced(job):
             # A savepoint, so a duplicate unique_key does not spoil the
             # caller's transaction; the partial unique index makes this
-            # race-free.
+            # race-free. The task's on_created hook writes in it too.
             with transaction.atomic():
                 job.save(force_insert=True)
+                _announce_created([job])
         else:
             job.save(force_insert=True)  # one statement, its own transaction
     except IntegrityError:
@@ -330,6 +331,21 @@ def _new_job(task_name: str, args: Sequence, kwargs: Mapping, priority: Priority
     )
 
 
+def _announced(job: Job) -> bool:
+    """Whether the job's task declared an on_created hook (jobs.base_task)."""
+    return get_job_task(job.task_name).on_created is not None
+
+
+def _announce_created(jobs: Sequence[Job]) -> None:
+    """Hand new rows to their task's on_created hook, one call per task."""
+    by_task: dict[str, list[Job]] = {}
+    for job in jobs:
+        by_task.setdefault(job.task_name, []).append(job)
+    for task_name, created in by_task.items():
+        if (hook := get_job_task(task_name).on_created) is not None:
+            hook(created)
+
+
 def _insert_and_publish_together(jobs: list[Job]) -> None:
     """Insert the rows a thousand per statement in the caller's transaction;
     publish them together once it commits (jobs_publish_many)."""
@@ -337,6 +353,7 @@ def _insert_and_publish_together(jobs: list[Job]) -> None:
         return
     with transaction.atomic():
         Job.objects.bulk_create(jobs, batch_size=_IDS_PER_STATEMENT)
+        _announce_created(jobs)
     transaction.on_commit(partial(jobs_publish_many, jobs), robust=True)
 
 
