@@ -24,6 +24,7 @@ from celery.result import AsyncResult
 from django.db import InterfaceError, OperationalError
 
 from jobs.queues import DEFAULT_RETRY_POLICY, Queue, RetryPolicy
+from jobs.services import job_enqueue
 from jobs.tracking import StartOutcome, job_mark_started, job_report_progress
 
 if TYPE_CHECKING:
@@ -35,6 +36,8 @@ DATABASE_DOWN_PAUSE_SECONDS = 1.0
 
 
 class JobTask(Task):
+    # How jobs.registry tells tracked tasks from plain Celery ones.
+    is_job_task = True
     # May be enqueued over the HTTP API by a user with jobs.add_job.
     public: bool = False
     # Called with this task's new Job rows, in the transaction that inserts
@@ -72,8 +75,6 @@ class JobTask(Task):
         # tracked job, so no JobTask ever runs without a Job row.
         if task_id is not None:
             return super().apply_async(args, kwargs, task_id=task_id, **options)
-        from jobs.services import job_enqueue
-
         job = job_enqueue(
             task_name=self.name,
             args=list(args or ()),
