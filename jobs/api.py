@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 
 from jobs import services
 from jobs.exceptions import BadInput
+from jobs.keys import owner_scoped_key
 from jobs.models import Job, JobStatus
 from jobs.queues import Priority
 from jobs.registry import public_job_tasks
@@ -135,7 +136,9 @@ class JobCollection(APIView):
                 kwargs=data["kwargs"],
                 priority=data["priority"],
                 countdown=data.get("countdown"),
-                unique_key=data.get("unique_key"),
+                # Scoped to the caller: never another user's job, never a
+                # key the kit uses itself (jobs/keys.py).
+                unique_key=owner_scoped_key(data.get("unique_key"), request.user),
                 requested_by=request.user,
             )
         except BadInput as exc:
