@@ -28,6 +28,7 @@ from jobs.exceptions import BadInput
 from jobs.keys import keyed_digest
 from jobs.queues import Priority
 from jobs.services import job_enqueue
+from jobs.storable import storable_text, unstorable_reason
 from mail_tasks.models import (
     FAILED_STATUSES,
     PENDING_STATUSES,
@@ -238,6 +239,11 @@ def campaign_create(
             if normalised in seen:
                 continue  # the same person twice in a list gets one email
             seen.add(normalised)
+            # A value PostgreSQL cannot store (a NUL from a CSV, a lone
+            # surrogate) fails this recipient alone; the rest go on.
+            unstorable = unstorable_reason({"email": address, **recipient_context})
+            if unstorable:
+                address, recipient_context = storable_text(address), {}
             message = OutboundMessage(
                 campaign=campaign,
                 batch=count // batch_size,
@@ -251,6 +257,8 @@ def campaign_create(
                 context=recipient_context,
             )
             try:
+                if unstorable:
+                    raise BadInput(f"this recipient's {unstorable[0]} {unstorable[1]}")
                 check_address(address)
                 to_send.add(message.batch)
             except BadInput as exc:

@@ -75,6 +75,9 @@ def test_sending_needs_the_add_permission(client, django_user_model):
         {"template": "mail_tasks/welcome", "to": "not an address"},
         {"template": "mail_tasks/no-such-template", "to": "a@example.com"},
         {"template": "mail_tasks/welcome", "to": "a@example.com", "context": {"name": "Ann\x0bBcc: b@example.com"}},
+        {"template": "mail_tasks/welcome", "to": "a@example.com", "context": {"name": "Ann\x1b[2J"}},
+        {"template": "mail_tasks/welcome", "to": "a@example.com", "context": {"name": "A" * 1000}},
+        {"template": "mail_tasks/welcome", "to": "a@example.com", "context": {"name": "Ann\u2028Bcc: b@example.com"}},
     ],
 )
 def test_bad_input_gets_400_with_the_reason_and_stores_nothing(admin_client, body):
