@@ -2,6 +2,7 @@
 retry, cancel, requeue and prune. Plain functions, testable without a broker
 except where they publish."""
 
+import inspect
 import json
 import logging
 import time
@@ -19,7 +20,7 @@ from django.db.models import Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerUnavailable
 
-from jobs.exceptions import BadInput
+from jobs.exceptions import BadInput, UnknownTask
 from jobs.models import ACTIVE_STATUSES, CANCELLABLE_STATUSES, RETRYABLE_STATUSES, Job, JobStatus
 from jobs.queues import PRIORITY_VALUE, QUEUE_TIME_LIMITS, Priority, Queue
 from jobs.registry import get_job_task
@@ -352,6 +353,8 @@ def outbox_relay(*, grace_seconds: int | None = None, batch_size: int = 100) -> 
     held until the batch commits, and a worker that already received one of
     its jobs waits for it to mark the job STARTED: batches stay small.
     Returns how many jobs were published; stops at the first broker failure.
+    A job that can never be published fails on its own, with the reason on
+    the Job (_fail_unpublishable); the others go on.
     """
     if grace_seconds is None:
         grace_seconds = settings.JOBS_RELAY_GRACE_SECONDS
@@ -365,10 +368,48 @@ def outbox_relay(*, grace_seconds: int | None = None, batch_size: int = 100) -> 
                 .filter(Q(eta__isnull=True) | Q(eta__lte=_eta_horizon()))
                 .order_by("created_at")[:batch_size]
             )
-            confirmed = jobs_publish_many(batch)
+            publishable = _fail_unpublishable(batch)
+            confirmed = jobs_publish_many(publishable)
             published += confirmed
-        if confirmed < len(batch) or len(batch) < batch_size:
+        if confirmed < len(publishable) or len(batch) < batch_size:
             return published
+
+
+def _unpublishable_reason(job: Job) -> str | None:
+    """Why a PENDING job can never be published (its task was removed or
+    renamed, its stored arguments no longer fit the task, its queue or
+    priority is gone), or None if it can."""
+    try:
+        task = get_job_task(job.task_name)
+    except UnknownTask:
+        return f"Not published: no task named {job.task_name!r} exists any more (removed or renamed)."
+    try:
+        Queue(job.queue)
+        Priority(job.priority)
+    except ValueError as exc:
+        return f"Not published: {exc}."
+    try:
+        inspect.signature(task.run).bind(*job.args, **job.kwargs)
+    except TypeError as exc:
+        return f"Not published: its stored arguments no longer fit {job.task_name}: {exc}."
+    return None
+
+
+def _fail_unpublishable(jobs: list[Job]) -> list[Job]:
+    """Fail, each with its reason, the jobs of a relay batch that can never
+    be published; return the others. One such row must not stop the relay
+    (it would raise on every run, and every job behind it stay PENDING)."""
+    publishable = []
+    for job in jobs:
+        reason = _unpublishable_reason(job)
+        if reason is None:
+            publishable.append(job)
+            continue
+        logger.error("Job %s failed by the outbox relay: %s", job.pk, reason)
+        Job.objects.filter(pk=job.pk, status=JobStatus.PENDING).update(
+            status=JobStatus.FAILURE, finished_at=timezone.now(), error=reason
+        )
+    return publishable
 
 
 def job_retry(*, job: Job, requested_by=None) -> Job:
