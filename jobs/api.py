@@ -40,11 +40,16 @@ def _check_task_and_arguments(task_name: str, calls: list[tuple[list, dict]], *,
         raise ValidationError({"task": f"Unknown task {task_name!r}. Available: {', '.join(tasks) or 'none'}."})
     signature = inspect.signature(task.run)
     for index, (args, kwargs) in enumerate(calls):
+        where = f"{field}[{index}]: " if field == "calls" else ""
         try:
             signature.bind(*args, **kwargs)
         except TypeError as exc:
-            where = f"{field}[{index}]: " if field == "calls" else ""
             raise ValidationError({field: f"{where}{task_name}: {exc}"}) from None
+        if task.argument_check is not None:
+            try:
+                task.argument_check(*args, **kwargs)
+            except BadInput as exc:
+                raise ValidationError({field: f"{where}{task_name}: {exc}"}) from None
 
 
 class EnqueueRequest(serializers.Serializer):

@@ -62,6 +62,7 @@ def job_enqueue(
     unique_key: str | None = None,
     requested_by=None,
     retry_of: Job | None = None,
+    queue: Queue | str | None = None,
 ) -> Job:
     """Create a Job in the caller's transaction; publish it once that commits.
 
@@ -80,6 +81,7 @@ def job_enqueue(
         unique_key=unique_key,
         requested_by=requested_by,
         retry_of=retry_of,
+        queue=queue,
     )
     try:
         if transaction.get_connection().in_atomic_block:
@@ -104,6 +106,7 @@ def job_enqueue(
                 unique_key=unique_key,
                 requested_by=requested_by,
                 retry_of=retry_of,
+                queue=queue,
             )
         return existing
     transaction.on_commit(partial(job_publish, job), robust=True)
@@ -319,15 +322,23 @@ def job_enqueue_many(
     return jobs
 
 
-def _new_job(task_name: str, args: Sequence, kwargs: Mapping, priority: Priority | str, **fields) -> Job:
+def _new_job(
+    task_name: str,
+    args: Sequence,
+    kwargs: Mapping,
+    priority: Priority | str,
+    queue: Queue | str | None = None,
+    **fields,
+) -> Job:
     """An unsaved Job row for a call of the task: canonical JSON arguments,
-    the task's queue. UnknownTask if there is no such task."""
+    the given queue or else the task's. UnknownTask if there is no such
+    task."""
     task = get_job_task(task_name)
     return Job(
         task_name=task_name,
         args=_canonical_json(list(args), "args"),
         kwargs=_canonical_json(dict(kwargs), "kwargs"),
-        queue=Queue(task.queue or Queue.DEFAULT).value,
+        queue=Queue(queue or task.queue or Queue.DEFAULT).value,
         priority=Priority(priority).value,
         **fields,
     )
@@ -421,6 +432,7 @@ def job_retry(*, job: Job, requested_by=None) -> Job:
         args=job.args,
         kwargs=job.kwargs,
         priority=job.priority,
+        queue=job.queue,
         # The key still guards the work: a retry of a retry while the
         # first one is active returns it instead of running twice.
         unique_key=job.unique_key,
@@ -450,7 +462,9 @@ def jobs_retry_many(*, jobs: Sequence[Job], requested_by=None) -> list[Job]:
             retries.append(job_retry(job=job, requested_by=requested_by))
             continue
         _check_retryable(job)
-        retry = _new_job(job.task_name, job.args, job.kwargs, job.priority, requested_by=requested_by, retry_of=job)
+        retry = _new_job(
+            job.task_name, job.args, job.kwargs, job.priority, queue=job.queue, requested_by=requested_by, retry_of=job
+        )
         together.append(retry)
         retries.append(retry)
     _insert_and_publish_together(together)
