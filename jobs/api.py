@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 
 from jobs import services
 from jobs.exceptions import BadInput
+from jobs.keys import owner_scoped_key
 from jobs.models import Job, JobStatus
 from jobs.queues import Priority
 from jobs.registry import public_job_tasks
@@ -39,11 +40,16 @@ def _check_task_and_arguments(task_name: str, calls: list[tuple[list, dict]], *,
         raise ValidationError({"task": f"Unknown task {task_name!r}. Available: {', '.join(tasks) or 'none'}."})
     signature = inspect.signature(task.run)
     for index, (args, kwargs) in enumerate(calls):
+        where = f"{field}[{index}]: " if field == "calls" else ""
         try:
             signature.bind(*args, **kwargs)
         except TypeError as exc:
-            where = f"{field}[{index}]: " if field == "calls" else ""
             raise ValidationError({field: f"{where}{task_name}: {exc}"}) from None
+        if task.argument_check is not None:
+            try:
+                task.argument_check(*args, **kwargs)
+            except BadInput as exc:
+                raise ValidationError({field: f"{where}{task_name}: {exc}"}) from None
 
 
 class EnqueueRequest(serializers.Serializer):
@@ -135,7 +141,9 @@ class JobCollection(APIView):
                 kwargs=data["kwargs"],
                 priority=data["priority"],
                 countdown=data.get("countdown"),
-                unique_key=data.get("unique_key"),
+                # Scoped to the caller: never another user's job, never a
+                # key the kit uses itself (jobs/keys.py).
+                unique_key=owner_scoped_key(data.get("unique_key"), request.user),
                 requested_by=request.user,
             )
         except BadInput as exc:

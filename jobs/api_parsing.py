@@ -7,9 +7,11 @@ they cannot live in a module that defines views."""
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from rest_framework import status
-from rest_framework.exceptions import APIException
+from rest_framework.exceptions import APIException, ParseError, ValidationError
 from rest_framework.parsers import JSONParser
 from rest_framework.views import exception_handler as drf_exception_handler
+
+from jobs.storable import MAX_JSON_DEPTH, unstorable_reason
 
 
 class RequestTooLarge(APIException):
@@ -22,17 +24,27 @@ def _too_large(length: int) -> RequestTooLarge:
 
 
 class BoundedJSONParser(JSONParser):
-    """JSON bodies over DATA_UPLOAD_MAX_MEMORY_SIZE get a 413 naming the
-    limit before a byte is parsed: DRF reads the stream itself, so Django's
-    own limit (applied to request.body and forms) never sees them. Every API
-    of the kit parses JSON through this (REST_FRAMEWORK in settings)."""
+    """Refuses with a 400 what cannot be stored (jobs/storable.py). JSON
+    bodies over DATA_UPLOAD_MAX_MEMORY_SIZE get a 413 naming the limit
+    before a byte is parsed: DRF reads the stream itself, so Django's own
+    limit (applied to request.body and forms) never sees them. Every API of
+    the kit parses JSON through this (REST_FRAMEWORK in settings)."""
 
     def parse(self, stream, media_type=None, parser_context=None):
         request = (parser_context or {}).get("request")
         length = int(request.META.get("CONTENT_LENGTH") or 0) if request is not None else 0
         if settings.DATA_UPLOAD_MAX_MEMORY_SIZE is not None and length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
             raise _too_large(length)
-        return super().parse(stream, media_type, parser_context)
+        try:
+            data = super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise ParseError(f"JSON parse error - nested deeper than {MAX_JSON_DEPTH} levels.") from None
+        # What PostgreSQL would refuse with a 500 later (NUL, lone
+        # surrogates, 1e400), refused here with a 400 naming the field.
+        if found := unstorable_reason(data):
+            field, problem = found
+            raise ValidationError({field: [f"{field} {problem}."]})
+        return data
 
 
 def exception_handler(exc, context):

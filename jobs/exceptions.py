@@ -17,3 +17,8 @@ class TransientError(Exception):
 
 class UnknownTask(LookupError):
     """No job task of that name is registered."""
+
+
+class UnsupportedOption(ValueError):
+    """A Celery option (apply_async, beat, a canvas) the kit cannot honour
+    for a tracked job: refused, never silently dropped."""

@@ -2,6 +2,7 @@
 retry, cancel, requeue and prune. Plain functions, testable without a broker
 except where they publish."""
 
+import inspect
 import json
 import logging
 import time
@@ -19,7 +20,7 @@ from django.db.models import Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerUnavailable
 
-from jobs.exceptions import BadInput
+from jobs.exceptions import BadInput, UnknownTask
 from jobs.models import ACTIVE_STATUSES, CANCELLABLE_STATUSES, RETRYABLE_STATUSES, Job, JobStatus
 from jobs.queues import PRIORITY_VALUE, QUEUE_TIME_LIMITS, Priority, Queue
 from jobs.registry import get_job_task
@@ -62,6 +63,7 @@ def job_enqueue(
     unique_key: str | None = None,
     requested_by=None,
     retry_of: Job | None = None,
+    queue: Queue | str | None = None,
 ) -> Job:
     """Create a Job in the caller's transaction; publish it once that commits.
 
@@ -80,6 +82,7 @@ def job_enqueue(
         unique_key=unique_key,
         requested_by=requested_by,
         retry_of=retry_of,
+        queue=queue,
     )
     try:
         if transaction.get_connection().in_atomic_block or _announced(job):
@@ -105,6 +108,7 @@ def job_enqueue(
                 unique_key=unique_key,
                 requested_by=requested_by,
                 retry_of=retry_of,
+                queue=queue,
             )
         return existing
     transaction.on_commit(partial(job_publish, job), robust=True)
@@ -317,15 +321,23 @@ def job_enqueue_many(
     return jobs
 
 
-def _new_job(task_name: str, args: Sequence, kwargs: Mapping, priority: Priority | str, **fields) -> Job:
+def _new_job(
+    task_name: str,
+    args: Sequence,
+    kwargs: Mapping,
+    priority: Priority | str,
+    queue: Queue | str | None = None,
+    **fields,
+) -> Job:
     """An unsaved Job row for a call of the task: canonical JSON arguments,
-    the task's queue. UnknownTask if there is no such task."""
+    the given queue or else the task's. UnknownTask if there is no such
+    task."""
     task = get_job_task(task_name)
     return Job(
         task_name=task_name,
         args=_canonical_json(list(args), "args"),
         kwargs=_canonical_json(dict(kwargs), "kwargs"),
-        queue=Queue(task.queue or Queue.DEFAULT).value,
+        queue=Queue(queue or task.queue or Queue.DEFAULT).value,
         priority=Priority(priority).value,
         **fields,
     )
@@ -367,6 +379,8 @@ def outbox_relay(*, grace_seconds: int | None = None, batch_size: int = 100) -> 
     held until the batch commits, and a worker that already received one of
     its jobs waits for it to mark the job STARTED: batches stay small.
     Returns how many jobs were published; stops at the first broker failure.
+    A job that can never be published fails on its own, with the reason on
+    the Job (_fail_unpublishable); the others go on.
     """
     if grace_seconds is None:
         grace_seconds = settings.JOBS_RELAY_GRACE_SECONDS
@@ -380,10 +394,48 @@ def outbox_relay(*, grace_seconds: int | None = None, batch_size: int = 100) -> 
                 .filter(Q(eta__isnull=True) | Q(eta__lte=_eta_horizon()))
                 .order_by("created_at")[:batch_size]
             )
-            confirmed = jobs_publish_many(batch)
+            publishable = _fail_unpublishable(batch)
+            confirmed = jobs_publish_many(publishable)
             published += confirmed
-        if confirmed < len(batch) or len(batch) < batch_size:
+        if confirmed < len(publishable) or len(batch) < batch_size:
             return published
+
+
+def _unpublishable_reason(job: Job) -> str | None:
+    """Why a PENDING job can never be published (its task was removed or
+    renamed, its stored arguments no longer fit the task, its queue or
+    priority is gone), or None if it can."""
+    try:
+        task = get_job_task(job.task_name)
+    except UnknownTask:
+        return f"Not published: no task named {job.task_name!r} exists any more (removed or renamed)."
+    try:
+        Queue(job.queue)
+        Priority(job.priority)
+    except ValueError as exc:
+        return f"Not published: {exc}."
+    try:
+        inspect.signature(task.run).bind(*job.args, **job.kwargs)
+    except TypeError as exc:
+        return f"Not published: its stored arguments no longer fit {job.task_name}: {exc}."
+    return None
+
+
+def _fail_unpublishable(jobs: list[Job]) -> list[Job]:
+    """Fail, each with its reason, the jobs of a relay batch that can never
+    be published; return the others. One such row must not stop the relay
+    (it would raise on every run, and every job behind it stay PENDING)."""
+    publishable = []
+    for job in jobs:
+        reason = _unpublishable_reason(job)
+        if reason is None:
+            publishable.append(job)
+            continue
+        logger.error("Job %s failed by the outbox relay: %s", job.pk, reason)
+        Job.objects.filter(pk=job.pk, status=JobStatus.PENDING).update(
+            status=JobStatus.FAILURE, finished_at=timezone.now(), error=reason
+        )
+    return publishable
 
 
 def job_retry(*, job: Job, requested_by=None) -> Job:
@@ -395,6 +447,7 @@ def job_retry(*, job: Job, requested_by=None) -> Job:
         args=job.args,
         kwargs=job.kwargs,
         priority=job.priority,
+        queue=job.queue,
         # The key still guards the work: a retry of a retry while the
         # first one is active returns it instead of running twice.
         unique_key=job.unique_key,
@@ -424,7 +477,9 @@ def jobs_retry_many(*, jobs: Sequence[Job], requested_by=None) -> list[Job]:
             retries.append(job_retry(job=job, requested_by=requested_by))
             continue
         _check_retryable(job)
-        retry = _new_job(job.task_name, job.args, job.kwargs, job.priority, requested_by=requested_by, retry_of=job)
+        retry = _new_job(
+            job.task_name, job.args, job.kwargs, job.priority, queue=job.queue, requested_by=requested_by, retry_of=job
+        )
         together.append(retry)
         retries.append(retry)
     _insert_and_publish_together(together)

@@ -8,6 +8,7 @@ from celery import shared_task
 
 from jobs import services
 from jobs.base_task import job_task
+from jobs.exceptions import BadInput
 from jobs.queues import Queue
 
 
@@ -16,9 +17,23 @@ def noop(self) -> None:
     """Does nothing: checks the pipeline end to end, and what benchmarks run."""
 
 
-@job_task(name="jobs.sleep", queue=Queue.DEFAULT, public=True)
+# A public task's arguments are bounded: a bulk of 10,000 sleeps of a day
+# would hold every default worker for years.
+MAX_SLEEP_SECONDS = 30
+MAX_SLEEP_STEPS = 100
+
+
+def _check_sleep(seconds: float = 1.0, steps: int = 10) -> None:
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not 0 <= seconds <= MAX_SLEEP_SECONDS:
+        raise BadInput(f"seconds must be a number from 0 to {MAX_SLEEP_SECONDS}, not {seconds!r}")
+    if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= MAX_SLEEP_STEPS:
+        raise BadInput(f"steps must be a whole number from 1 to {MAX_SLEEP_STEPS}, not {steps!r}")
+
+
+@job_task(name="jobs.sleep", queue=Queue.DEFAULT, public=True, argument_check=_check_sleep)
 def sleep(self, seconds: float = 1.0, steps: int = 10) -> dict:
-    """Sleeps, reporting progress in `steps`: a visible demo of progress."""
+    """Sleeps (at most 30 s), reporting progress in `steps` (at most 100):
+    a visible demo of progress."""
     steps = max(1, int(steps))
     for step in range(steps):
         self.progress(step * 100 // steps, f"step {step + 1} of {steps}")

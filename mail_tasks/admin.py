@@ -125,7 +125,9 @@ class OutboundMessageAdmin(admin.ModelAdmin):
 
     def retry_view(self, request, object_id):
         """The detail page's Retry button."""
-        message = OutboundMessage.objects.select_related("campaign").filter(pk=object_id).first()
+        # get_object: an id that is not a number is "no such message" (404),
+        # not a ValueError (500).
+        message = self.get_object(request, object_id)
         if message is None:
             raise Http404(f"No message with id {object_id!r}.")
         if not self.has_retry_permission(request, message):

@@ -15,9 +15,10 @@ from rest_framework.views import APIView
 
 from jobs.api import job_representation
 from jobs.exceptions import BadInput
+from jobs.keys import owner_scoped_key
 from jobs.queues import Priority
 from mail_tasks import services
-from mail_tasks.models import Campaign, MessageStatus, OutboundMessage
+from mail_tasks.models import Campaign, OutboundMessage
 
 
 class MessageRequest(serializers.Serializer):
@@ -31,14 +32,15 @@ class MessageRequest(serializers.Serializer):
     )
 
 
-def message_representation(message: OutboundMessage) -> dict:
+def message_representation(message: OutboundMessage, *, idempotency_key: str | None = None) -> dict:
+    # The key as its client sent it: what is stored is scoped (jobs/keys.py).
     return {
         "id": message.pk,
         "to": message.to,
         "subject": message.subject,
         "status": message.status,
         "message_id": message.message_id,
-        "idempotency_key": message.idempotency_key,
+        "idempotency_key": idempotency_key,
         "attempts": message.attempts,
         "last_error": message.last_error or None,
         "smtp_response": message.smtp_response or None,
@@ -59,16 +61,16 @@ class MessageCollection(APIView):
                 template=data["template"],
                 to=data["to"],
                 context=data["context"],
-                idempotency_key=data.get("idempotency_key"),
+                # Scoped to the caller: never another user's message, never
+                # a key the kit uses itself (jobs/keys.py).
+                idempotency_key=owner_scoped_key(data.get("idempotency_key"), request.user),
                 priority=data["priority"],
                 requested_by=request.user,
+                record_refusal=False,
             )
         except BadInput as exc:
             raise ValidationError({"detail": str(exc)}) from None
-        body = {"message": message_representation(message)}
-        if message.status == MessageStatus.FAILED and message.job_id is None:
-            # Recorded (the admin shows it) but refused before sending.
-            return Response({"detail": message.last_error, **body}, status=status.HTTP_400_BAD_REQUEST)
+        body = {"message": message_representation(message, idempotency_key=data.get("idempotency_key"))}
         headers = {}
         if message.job is not None:
             body["job"] = job_representation(message.job, request, with_result=False)

@@ -1,6 +1,7 @@
 """What is checked and rendered before anything is sent. Every problem is a
 BadInput whose message says what to fix; it fails that one message only."""
 
+import unicodedata
 from dataclasses import dataclass
 from email.utils import parseaddr
 
@@ -12,11 +13,25 @@ from django.template.loader import get_template
 
 from jobs.exceptions import BadInput
 
+# RFC 5322's limit on a header line; the subject column's length too.
+MAX_HEADER_CHARACTERS = 998
+# Control characters (Cc: NUL, TAB, VT, ESC, DEL...), Unicode line and
+# paragraph separators (some clients break lines on them) and lone
+# surrogates (not encodable): none belongs in a header.
+_HEADER_FORBIDDEN_CATEGORIES = {"Cc", "Zl", "Zp", "Cs"}
+
 
 def check_header(value: str, what: str) -> None:
-    """A CR or LF would end the header and start a new one (Bcc: ...)."""
+    """A CR or LF would end the header and start a new one (Bcc: ...); any
+    other control character is refused as well, at enqueue, rather than
+    left to each mail client's reading of it."""
     if "\r" in value or "\n" in value:
         raise BadInput(f"{what} contains a line break (header injection): {value!r}")
+    for position, character in enumerate(value):
+        if unicodedata.category(character) in _HEADER_FORBIDDEN_CATEGORIES:
+            raise BadInput(f"{what} contains the control character {character!r} at position {position}: {value!r}")
+    if len(value) > MAX_HEADER_CHARACTERS:
+        raise BadInput(f"{what} is {len(value)} characters long; the limit is {MAX_HEADER_CHARACTERS}")
 
 
 def check_address(value: str, what: str = "recipient") -> str:

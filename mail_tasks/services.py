@@ -5,7 +5,6 @@ jobs are published when it commits. The worker side is mail_tasks/delivery.py.
 
 import codecs
 import csv
-import hashlib
 import json
 import logging
 import math
@@ -26,8 +25,10 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from jobs.exceptions import BadInput
+from jobs.keys import keyed_digest
 from jobs.queues import Priority
 from jobs.services import job_enqueue
+from jobs.storable import storable_text, unstorable_reason
 from mail_tasks.models import (
     FAILED_STATUSES,
     PENDING_STATUSES,
@@ -103,6 +104,7 @@ def email_send(
     idempotency_key: str | None = None,
     priority: Priority | str = TRANSACTIONAL_PRIORITY,
     requested_by=None,
+    record_refusal: bool = True,
 ) -> OutboundMessage:
     """Render `template` for `to` now, store the message in the caller's
     transaction, and send it from a job once that commits.
@@ -110,7 +112,9 @@ def email_send(
     Bad input (a line break in the subject or an address, a malformed
     address, a missing template, a context that fails to render) stores the
     message FAILED with the reason in `last_error`, and sends nothing. With
-    an `idempotency_key`, a second call returns the first message.
+    an `idempotency_key`, a second call returns the first message. With
+    `record_refusal=False` (the API: its client gets a 400 and must be left
+    with nothing stored) bad input raises BadInput and stores nothing.
     """
     if idempotency_key:
         existing = OutboundMessage.objects.filter(idempotency_key=idempotency_key).first()
@@ -130,6 +134,8 @@ def email_send(
         # The recipient's address is always there as {{ email }}, as in campaigns.
         rendered = MailTemplate(template).render({"email": to, **(context or {})})
     except BadInput as exc:
+        if not record_refusal:
+            raise
         message.status = MessageStatus.FAILED
         message.last_error = str(exc)
         logger.warning("Email to %r not sent: %s", to, exc)
@@ -233,10 +239,17 @@ def campaign_create(
             if normalised in seen:
                 continue  # the same person twice in a list gets one email
             seen.add(normalised)
+            # A value PostgreSQL cannot store (a NUL from a CSV, a lone
+            # surrogate) fails this recipient alone; the rest go on.
+            unstorable = unstorable_reason({"email": address, **recipient_context})
+            if unstorable:
+                address, recipient_context = storable_text(address), {}
             message = OutboundMessage(
                 campaign=campaign,
                 batch=count // batch_size,
-                idempotency_key=f"campaign:{campaign.pk}:{hashlib.sha1(normalised.encode()).hexdigest()}",
+                # Keyed, so nobody can compute a list member's key
+                # and learn from it whether an address is on the list.
+                idempotency_key=f"campaign:{campaign.pk}:{keyed_digest(normalised, purpose='campaign')}",
                 message_id=_new_message_id(),
                 from_email=from_email,
                 to=address[:320],
@@ -244,6 +257,8 @@ def campaign_create(
                 context=recipient_context,
             )
             try:
+                if unstorable:
+                    raise BadInput(f"this recipient's {unstorable[0]} {unstorable[1]}")
                 check_address(address)
                 to_send.add(message.batch)
             except BadInput as exc:

@@ -68,14 +68,24 @@ def test_sending_needs_the_add_permission(client, django_user_model):
     assert not OutboundMessage.objects.exists()
 
 
-def test_bad_input_gets_400_with_the_reason_and_the_failed_message_is_kept(admin_client):
-    response = post_message(
-        admin_client, {"template": "mail_tasks/welcome", "to": "a@example.com\r\nBcc: b@example.com"}
-    )
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"template": "mail_tasks/welcome", "to": "a@example.com\r\nBcc: b@example.com"},
+        {"template": "mail_tasks/welcome", "to": "not an address"},
+        {"template": "mail_tasks/no-such-template", "to": "a@example.com"},
+        {"template": "mail_tasks/welcome", "to": "a@example.com", "context": {"name": "Ann\x0bBcc: b@example.com"}},
+        {"template": "mail_tasks/welcome", "to": "a@example.com", "context": {"name": "Ann\x1b[2J"}},
+        {"template": "mail_tasks/welcome", "to": "a@example.com", "context": {"name": "A" * 1000}},
+        {"template": "mail_tasks/welcome", "to": "a@example.com", "context": {"name": "Ann\u2028Bcc: b@example.com"}},
+    ],
+)
+def test_bad_input_gets_400_with_the_reason_and_stores_nothing(admin_client, body):
+    response = post_message(admin_client, body)
 
-    assert response.status_code == 400
-    assert "header injection" in response.json()["detail"]
-    assert OutboundMessage.objects.get().status == MessageStatus.FAILED
+    assert response.status_code == 400, response.content
+    assert response.json()["detail"]
+    assert not OutboundMessage.objects.exists(), "a refused request left a message behind"
     assert not Job.objects.exists()
 
 

@@ -164,3 +164,65 @@ def test_two_files_where_one_is_expected_is_a_400(api):
 
 def test_an_image_sent_as_json_is_a_415(api):
     refused(post_raw(api, "/api/images/", '{"file": "aGVsbG8="}'), 415, "Unsupported media type")
+
+
+# -- Values PostgreSQL cannot store: a 400 naming the field, nothing stored ----
+
+BASE_BODIES = {
+    "/api/jobs/": ({"task": "jobs.noop"}, "args"),
+    "/api/jobs/bulk/": ({"task": "jobs.noop", "calls": [{}]}, "calls"),
+    "/api/mail/messages/": ({"template": "mail_tasks/welcome", "to": "a@example.com"}, "context"),
+    "/api/reports/": ({"type": "jobs.export", "format": "csv"}, "params"),
+}
+# Raw JSON fragments, placed where each endpoint takes free-form values.
+HOSTILE_VALUES = {
+    "NUL character": ('"a\\u0000b"', "NUL"),
+    "lone surrogate": ('"\\ud800"', "surrogate"),
+    "number too large": ("1e400", "finite"),
+    "negative infinity": ("-1e999", "finite"),
+    "NaN": ("NaN", "NaN"),
+    "deep nesting": ("[" * 5000 + "]" * 5000, "nested"),
+    "moderately deep nesting": ("[" * 40 + "]" * 40, "nested"),
+}
+
+
+def _with_hostile(url: str, fragment: str) -> tuple[str, str]:
+    """The endpoint's valid body with `fragment` inside its free-form field;
+    (body, the field's name)."""
+    body, field = BASE_BODIES[url]
+    marker = '"__HOSTILE__"'
+    if field == "args":
+        placed = {**body, "args": ["__HOSTILE__"]}
+    elif field == "calls":
+        placed = {**body, "calls": [{"kwargs": {"x": "__HOSTILE__"}}]}
+    else:
+        placed = {**body, field: {"x": "__HOSTILE__"}}
+    return json.dumps(placed).replace(marker, fragment), field
+
+
+@pytest.mark.parametrize("url", list(BASE_BODIES))
+@pytest.mark.parametrize("what", list(HOSTILE_VALUES))
+def test_a_value_that_cannot_be_stored_is_a_400_naming_the_field(api, url, what):
+    from mail_tasks.models import OutboundMessage
+    from reports.models import ReportRun
+
+    fragment, reason = HOSTILE_VALUES[what]
+    body, field = _with_hostile(url, fragment)
+
+    response = post_raw(api, url, body)
+
+    refused(response, 400, reason)
+    if reason not in ("NaN", "nested") or what == "moderately deep nesting":
+        assert field in json.dumps(response.json()), response.json()
+    assert not OutboundMessage.objects.exists()
+    assert not ReportRun.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["a\u0000b", "\ud800x"],
+    ids=["NUL", "surrogate"],
+)
+def test_a_hostile_unique_key_or_task_name_is_a_400(api, key):
+    refused(post_raw(api, "/api/jobs/", json.dumps({"task": "jobs.noop", "unique_key": key})), 400, "unique_key")
+    refused(post_raw(api, "/api/jobs/", json.dumps({"task": key})), 400, "task")
