@@ -29,6 +29,7 @@ Metrics (labels):
   kit_workers_online                           workers that answered a ping
   kit_worker_up{worker}                        1 per worker that answered
   kit_job_oldest_age_seconds{queue,status}     oldest PENDING / QUEUED job's wait, 0 if none
+  kit_jobs_finished_last_hour{queue,status}    jobs finished in the last 60 minutes, 0 if none
   kit_dead_letter_messages                     messages in the dead-letter queue
   kit_worker_cpu_seconds_total{worker,process} CPU of the main process / its pool (process="main"|"pool")
   kit_worker_resident_memory_bytes{worker,process}  RSS of the same
@@ -48,6 +49,7 @@ from django.utils import timezone
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from jobs.models import FINISHED_STATUSES
 from jobs.queues import Queue
 from ops import broker, stats
 
@@ -64,6 +66,7 @@ class JobCollector(Collector):
         yield from self.broker_queues()
         yield from self.workers()
         yield from self.waiting_jobs()
+        yield from self.last_hour()
         yield from self.dead_letters()
         yield from self.worker_resources()
         yield self.alert_thresholds()
@@ -155,6 +158,23 @@ class JobCollector(Collector):
         for queue in queues:
             for status in stats.WAITING_STATUSES:
                 family.add_metric([queue, status], ages.get((queue, status), 0.0))
+        yield family
+
+    def last_hour(self):
+        # A sliding hour, unlike the counters' calendar hour: an alert on
+        # "a job went LOST or DEAD in the last hour" is then a comparison,
+        # and a first LOST job shows at once (increase() of a counter series
+        # that first appears at 1 reads 0).
+        family = GaugeMetricFamily(
+            "kit_jobs_finished_last_hour",
+            "Jobs that finished in the last 60 minutes, by queue and final status; 0 if none.",
+            labels=["queue", "status"],
+        )
+        counts = stats.finished_by_queue(timezone.now() - timedelta(hours=1))
+        queues = sorted({queue.value for queue in Queue} | {queue for queue, _ in counts})
+        for queue in queues:
+            for status in FINISHED_STATUSES:
+                family.add_metric([queue, status], counts.get((queue, status), 0))
         yield family
 
     def dead_letters(self):

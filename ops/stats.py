@@ -269,3 +269,15 @@ def oldest_waiting(now: datetime) -> dict[tuple[str, str], float]:
         .annotate(oldest=Min(due_since))
     )
     return {(queue, status): max(0.0, (now - oldest).total_seconds()) for queue, status, oldest in rows}
+
+
+def finished_by_queue(since: datetime) -> dict[tuple[str, str], int]:
+    """{(queue, status): jobs} finished at or after `since`, one aggregate
+    query bounded by the created_at index like finished_since."""
+    rows = (
+        Job.objects.filter(status__in=FINISHED_STATUSES, created_at__gte=since - lookback(), finished_at__gte=since)
+        .order_by()
+        .values_list("queue", "status")
+        .annotate(jobs=Count("pk"))
+    )
+    return {(queue, status): jobs for queue, status, jobs in rows}

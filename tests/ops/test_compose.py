@@ -38,6 +38,7 @@ IMAGE_PORTS = {
     "postgres": {5432},
     "rabbitmq": {5672, 15672, 15692},
     "prometheus": {9090},
+    "alertmanager": {9093},
     "grafana": {3000},
     "mailpit": {1025, 8025},
     "proxy": {80},

@@ -151,6 +151,18 @@ def test_the_oldest_pending_and_queued_job_of_each_queue_has_an_age_and_every_ot
     assert age("images", "PENDING") == age("images", "QUEUED") == age("default", "QUEUED") == 0
 
 
+def test_jobs_finished_in_the_last_sixty_minutes_are_counted_per_queue_and_status_with_zeros(staff_client):
+    now = timezone.now()
+    make_job(queue="images", status=JobStatus.LOST, created=now - timedelta(minutes=50), finished=50 * 60 - 5)
+    make_job(queue="images", status=JobStatus.LOST, created=now - timedelta(minutes=90), finished=10 * 60)
+
+    samples = scrape(staff_client)
+
+    assert sample(samples, "kit_jobs_finished_last_hour", queue="images", status="LOST") == 1
+    assert sample(samples, "kit_jobs_finished_last_hour", queue="images", status="DEAD") == 0
+    assert sample(samples, "kit_jobs_finished_last_hour", queue="email", status="SUCCESS") == 0
+
+
 def test_dead_letters_worker_resources_and_alert_thresholds_are_exported(staff_client, monkeypatch, settings):
     monkeypatch.setattr(broker, "dead_letter_messages", lambda: 4)
     monkeypatch.setattr(
