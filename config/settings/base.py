@@ -258,6 +258,9 @@ CELERY_TIMEZONE = TIME_ZONE
 # Periodic tasks are editable in the admin (django-celery-beat); the entries
 # below are the kit's own and are synced into that table at beat start.
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# A standby beat asks for the schedule lock this often, and the running one
+# checks it still holds it (jobs/beat_lock.py).
+JOBS_BEAT_LOCK_POLL_SECONDS = env_int("JOBS_BEAT_LOCK_POLL_SECONDS", 5)
 CELERY_BEAT_SCHEDULE = {
     "jobs-relay-outbox": {
         "task": "jobs.relay_outbox",
