@@ -25,13 +25,17 @@ install: $(VENV)/.runtime-installed
 install-dev: $(VENV)/.dev-installed
 
 # System packages the tests use: Debian's Chromium, driven by Playwright
-# (Playwright's own browser download is not used), and a compose client to
-# validate compose/ (no engine: --no-install-recommends keeps it out).
+# (Playwright's own browser download is not used), a compose client to
+# validate compose/ (no engine: --no-install-recommends keeps it out), and
+# Prometheus with promtool and Alertmanager's amtool, which check, unit-test
+# and evaluate the alert rules (compose/prometheus/alerts.yml).
 system-packages:
-	@test -x $(CHROMIUM) && command -v docker-compose >/dev/null || { \
+	@test -x $(CHROMIUM) && command -v docker-compose >/dev/null && command -v promtool >/dev/null \
+	  && command -v amtool >/dev/null || { \
 	  apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose; }
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    docker-compose prometheus prometheus-alertmanager; }
 
 run: install
 	$(PY) manage.py up

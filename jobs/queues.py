@@ -79,3 +79,9 @@ class RetryPolicy:
 
 
 DEFAULT_RETRY_POLICY = RetryPolicy()
+
+# Where RabbitMQ puts what a kit queue rejects or expires (compose/rabbitmq/
+# definitions.json binds it to the kit.dlx exchange by policy). Anything in
+# it is a message no worker will ever run: the metrics report its depth and
+# an alert fires when it is above zero.
+DEAD_LETTER_QUEUE = "kit.dead"

@@ -259,6 +259,9 @@ CELERY_TIMEZONE = TIME_ZONE
 # Periodic tasks are editable in the admin (django-celery-beat); the entries
 # below are the kit's own and are synced into that table at beat start.
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# A standby beat asks for the schedule lock this often, and the running one
+# checks it still holds it (jobs/beat_lock.py).
+JOBS_BEAT_LOCK_POLL_SECONDS = env_int("JOBS_BEAT_LOCK_POLL_SECONDS", 5)
 CELERY_BEAT_SCHEDULE = {
     "jobs-relay-outbox": {
         "task": "jobs.relay_outbox",
@@ -414,6 +417,20 @@ OPS_INSPECT_TIMEOUT_SECONDS = env_int("OPS_INSPECT_TIMEOUT_MS", 1000) / 1000
 # dashboard or two Prometheus servers should not open a connection each.
 OPS_WORKERS_CACHE_SECONDS = env_int("OPS_WORKERS_CACHE_SECONDS", 15)
 OPS_BROKER_CACHE_SECONDS = env_int("OPS_BROKER_CACHE_SECONDS", 5)
+# Alert thresholds. /metrics publishes them as kit_alert_threshold{name} and
+# the rules (compose/prometheus/alerts.yml) compare with that series, so a
+# threshold is changed here, per deployment, without editing the rules.
+OPS_ALERT_THRESHOLDS = {
+    # The relay publishes PENDING jobs every JOBS_RELAY_INTERVAL_SECONDS:
+    # five minutes of PENDING means beat or the broker is stuck.
+    "pending_age_seconds": env_int("OPS_ALERT_PENDING_AGE_SECONDS", 300),
+    # A job waiting for a worker this long: too few workers, or none.
+    "queued_age_seconds": env_int("OPS_ALERT_QUEUED_AGE_SECONDS", 900),
+    # Failed, dead or lost over finished jobs of a queue, in ten minutes.
+    "error_ratio": env_int("OPS_ALERT_ERROR_PERCENT", 10) / 100,
+    # A worker's main process growing faster than this for two hours leaks.
+    "worker_memory_growth_bytes_per_hour": env_int("OPS_ALERT_WORKER_MEMORY_GROWTH_MIB_PER_HOUR", 50) * 1024 * 1024,
+}
 # ---------------------------------------------------------------------------
 # ops. End.
 # ---------------------------------------------------------------------------

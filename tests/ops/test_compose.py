@@ -38,6 +38,7 @@ IMAGE_PORTS = {
     "postgres": {5432},
     "rabbitmq": {5672, 15672, 15692},
     "prometheus": {9090},
+    "alertmanager": {9093},
     "grafana": {3000},
     "mailpit": {1025, 8025},
     "proxy": {80},
@@ -271,6 +272,8 @@ def test_grafana_and_prometheus_only_ask_for_metrics_the_kit_exports(monkeypatch
 
     monkeypatch.setattr(broker, "queue_depths", lambda: {})
     monkeypatch.setattr(broker, "workers_online", lambda: [])
+    monkeypatch.setattr(broker, "dead_letter_messages", lambda: 0)
+    monkeypatch.setattr(broker, "workers_resources", lambda: [])
     exported = set()
     for family in metrics.registry().collect():
         suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}.get(family.type, ("",))
