@@ -4,6 +4,7 @@ model, a module or something in one. A rename that leaves old text behind
 fails here (it once left `media_tasks.thumbnail_create` in three places)."""
 
 import importlib
+import importlib.util
 import io
 import re
 import tokenize
@@ -34,9 +35,15 @@ def _resolves(name: str, tasks: set[str], permissions: set[str]) -> bool:
     parts = name.split(".")
     for cut in range(len(parts), 0, -1):
         try:
-            target = importlib.import_module(".".join(parts[:cut]))
+            # find_spec, not an import, for a module named whole: importing
+            # config.settings.production would check its secrets.
+            if importlib.util.find_spec(".".join(parts[:cut])) is None:
+                continue
         except ImportError:
             continue
+        if cut == len(parts):
+            return True
+        target = importlib.import_module(".".join(parts[:cut]))
         for attribute in parts[cut:]:
             if not hasattr(target, attribute):
                 return False
