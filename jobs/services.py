@@ -61,12 +61,14 @@ def job_enqueue(
     unique_key: str | None = None,
     requested_by=None,
     retry_of: Job | None = None,
+    queue: Queue | str | None = None,
 ) -> Job:
     """Create a Job in the caller's transaction; publish it once that commits.
 
     If the broker is unreachable at commit the job stays PENDING and the
     outbox relay publishes it (invariant 1). With a `unique_key`, while a job
-    with that key is active the existing job is returned instead.
+    with that key is active the existing job is returned instead. `queue`
+    overrides the task's own (Django's Tasks API chooses it per call).
     """
     if countdown is not None:
         eta = timezone.now() + timedelta(seconds=countdown)
@@ -79,6 +81,7 @@ def job_enqueue(
         unique_key=unique_key,
         requested_by=requested_by,
         retry_of=retry_of,
+        queue=queue,
     )
     try:
         if transaction.get_connection().in_atomic_block:
@@ -103,6 +106,7 @@ def job_enqueue(
                 unique_key=unique_key,
                 requested_by=requested_by,
                 retry_of=retry_of,
+                queue=queue,
             )
         return existing
     transaction.on_commit(partial(job_publish, job), robust=True)
@@ -318,15 +322,22 @@ def job_enqueue_many(
     return jobs
 
 
-def _new_job(task_name: str, args: Sequence, kwargs: Mapping, priority: Priority | str, **fields) -> Job:
+def _new_job(
+    task_name: str,
+    args: Sequence,
+    kwargs: Mapping,
+    priority: Priority | str,
+    queue: Queue | str | None = None,
+    **fields,
+) -> Job:
     """An unsaved Job row for a call of the task: canonical JSON arguments,
-    the task's queue. UnknownTask if there is no such task."""
+    `queue` or else the task's own. UnknownTask if there is no such task."""
     task = get_job_task(task_name)
     return Job(
         task_name=task_name,
         args=_canonical_json(list(args), "args"),
         kwargs=_canonical_json(dict(kwargs), "kwargs"),
-        queue=Queue(task.queue or Queue.DEFAULT).value,
+        queue=Queue(queue or task.queue or Queue.DEFAULT).value,
         priority=Priority(priority).value,
         **fields,
     )
@@ -385,6 +396,9 @@ def job_retry(*, job: Job, requested_by=None) -> Job:
         unique_key=job.unique_key,
         requested_by=requested_by,
         retry_of=job,
+        # The queue it ran on: a Django task may be sent to a queue other
+        # than its default (jobs.django_tasks).
+        queue=job.queue,
     )
 
 
@@ -409,7 +423,9 @@ def jobs_retry_many(*, jobs: Sequence[Job], requested_by=None) -> list[Job]:
             retries.append(job_retry(job=job, requested_by=requested_by))
             continue
         _check_retryable(job)
-        retry = _new_job(job.task_name, job.args, job.kwargs, job.priority, requested_by=requested_by, retry_of=job)
+        retry = _new_job(
+            job.task_name, job.args, job.kwargs, job.priority, job.queue, requested_by=requested_by, retry_of=job
+        )
         together.append(retry)
         retries.append(retry)
     _insert_and_publish_together(together)
