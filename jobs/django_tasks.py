@@ -165,11 +165,24 @@ class KitTaskResult(TaskResult):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KitTaskContext(TaskContext):
     """What a `takes_context` task receives: Django's context (`attempt`,
-    `task_result`), the job id, and progress reporting."""
+    `task_result`), the job id, whether a transient error now would still
+    be retried, and progress reporting."""
+
+    # Retries of declared transient errors so far, and how many are allowed
+    # (the task's RetryPolicy). `attempt` also counts redeliveries after a
+    # crash, so it cannot tell when the retries run out.
+    retries: int = 0
+    max_retries: int = 0
 
     @property
     def job_id(self) -> str:
         return self.task_result.id
+
+    @property
+    def final_attempt(self) -> bool:
+        """True when a transient error now fails the job instead of retrying
+        it: the time to give up cleanly (mark a message failed, release a claim)."""
+        return self.retries >= self.max_retries
 
     def progress(self, percent: int, message: str = "") -> None:
         """Record how far the job is (0-100): shown by the API and the admin."""
@@ -211,7 +224,12 @@ def _run(celery_task, task: Task, args: tuple, kwargs: dict) -> Any:
     already marked the job STARTED (and counted the delivery)."""
     if task.takes_context:
         task_result = task.get_backend().get_result(celery_task.request.id)
-        value = task.call(KitTaskContext(task_result=task_result), *args, **kwargs)
+        context = KitTaskContext(
+            task_result=task_result,
+            retries=celery_task.request.retries or 0,
+            max_retries=celery_task.max_retries or 0,
+        )
+        value = task.call(context, *args, **kwargs)
     else:
         value = task.call(*args, **kwargs)
     # As Django's own backends store it: tuples become lists, and a value

@@ -76,7 +76,7 @@ def test_the_context_gives_attempt_and_job_id_and_declared_transient_errors_retr
     result = finished(tasks.dj_flaky_with_context.enqueue(failures=1))
 
     assert result.status == TaskResultStatus.SUCCESSFUL
-    assert result.return_value == {"attempt": 2, "job_id": result.id}
+    assert result.return_value == {"attempt": 2, "job_id": result.id, "retries": 1}
     job = Job.objects.get(pk=result.id)
     assert (job.attempts, job.progress) == (2, 100)  # 40 while running, 100 at success
 

@@ -151,7 +151,7 @@ def dj_flaky_with_context(context, failures: int) -> dict:
     context.progress(40, f"attempt {context.attempt}")
     if context.attempt <= failures:
         raise ConnectionError(f"attempt {context.attempt} could not connect")
-    return {"attempt": context.attempt, "job_id": context.job_id}
+    return {"attempt": context.attempt, "job_id": context.job_id, "retries": context.retries}
 
 
 @task
