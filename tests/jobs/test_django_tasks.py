@@ -165,3 +165,31 @@ def test_job_states_map_onto_djangos(job_status, django_status, error_class):
 def test_queues_can_be_narrowed_to_some_kit_queues():
     with pytest.raises(InvalidTask, match="Queue 'email' is not valid"):
         tasks.dj_record.using(queue_name="email").enqueue("/dev/null", "x")
+
+
+def test_the_kits_own_enqueue_reaches_django_tasks_by_module_path():
+    # What Django's API has no words for (bulk enqueue, unique keys) works
+    # on a Django task through jobs.services, by its module path.
+    from jobs.services import job_enqueue, job_enqueue_many
+
+    jobs = job_enqueue_many(task_name=tasks.dj_add.module_path, calls=[((1, 2), {}), ((3, 4), {})])
+    keyed = job_enqueue(task_name=tasks.dj_add.module_path, args=[5, 6], unique_key="add-5-6")
+    again = job_enqueue(task_name=tasks.dj_add.module_path, args=[5, 6], unique_key="add-5-6")
+
+    assert again.pk == keyed.pk
+    assert [job.queue for job in jobs] == ["email", "email"]
+    result = tasks.dj_add.get_result(str(jobs[1].pk))
+    assert (result.args, result.status) == ([3, 4], TaskResultStatus.READY)
+
+
+def test_the_async_lookups_read_the_same_result():
+    from asgiref.sync import async_to_sync
+
+    result = tasks.dj_record.enqueue("/dev/null", "x")
+    Job.objects.filter(pk=result.id).update(status=JobStatus.STARTED, attempts=1, worker="w1@host")
+
+    fetched = async_to_sync(tasks.dj_record.aget_result)(result.id)
+    async_to_sync(result.arefresh)()
+
+    assert fetched.status == result.status == TaskResultStatus.RUNNING
+    assert fetched.attempts == result.attempts == 1
