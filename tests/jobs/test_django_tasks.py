@@ -193,3 +193,16 @@ def test_the_async_lookups_read_the_same_result():
 
     assert fetched.status == result.status == TaskResultStatus.RUNNING
     assert fetched.attempts == result.attempts == 1
+
+
+def test_a_django_task_is_a_job_like_any_other_in_the_api_the_admin_and_the_metrics(admin_client):
+    result = tasks.dj_add.enqueue(1, 2)
+    path = tasks.dj_add.module_path
+
+    detail = admin_client.get(f"/api/jobs/{result.id}/")
+    changelist = admin_client.get("/admin/jobs/job/", {"task_name": path})
+    metrics = admin_client.get("/metrics").content.decode()
+
+    assert (detail.status_code, detail.json()["task"], detail.json()["status"]) == (200, path, "PENDING")
+    assert [job.pk for job in changelist.context["cl"].result_list] == [Job.objects.get(pk=result.id).pk]
+    assert f'task="{path}"' in metrics

@@ -78,7 +78,9 @@ def test_the_context_gives_attempt_and_job_id_and_declared_transient_errors_retr
     assert result.status == TaskResultStatus.SUCCESSFUL
     assert result.return_value == {"attempt": 2, "job_id": result.id, "retries": 1}
     job = Job.objects.get(pk=result.id)
-    assert (job.attempts, job.progress) == (2, 100)  # 40 while running, 100 at success
+    # context.progress wrote the message (success sets the percent to 100 but
+    # leaves the message as the task last reported it).
+    assert (job.attempts, job.progress, job.progress_message) == (2, 100, "attempt 2")
 
 
 def test_a_failure_comes_back_with_its_traceback_and_an_admin_retry_replays_it(start_worker, tmp_path, admin_client):
