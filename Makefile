@@ -7,7 +7,17 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test lint format bench install install-dev system-packages clean
+# Django's Tasks API is also tested on Django 6 (django.tasks instead of the
+# django-tasks backport): a second, small virtualenv on Python 3.12 with the
+# kit's requirements, Django 6.0 (the latest Django they accept:
+# django-celery-beat 2.9 requires Django<6.1) and pytest, running only the
+# Django-tasks tests.
+PYTHON_DJANGO6 ?= $(or $(lastword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python)),python3.12)
+DJANGO6 := Django==6.0.10
+VENV_DJANGO6 := .venv-django6
+DJANGO_TASKS_TESTS := tests/jobs/test_django_tasks.py tests/jobs/test_django_tasks_on_rabbitmq.py
+
+.PHONY: run test test-django6 lint format bench install install-dev system-packages clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +52,17 @@ run: install
 
 test: lint install-dev system-packages
 	$(PY) -m pytest
+	$(MAKE) test-django6
+
+$(VENV_DJANGO6)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON_DJANGO6) -m venv $(VENV_DJANGO6)
+	grep -v '^Django==' requirements.txt > $(VENV_DJANGO6)/requirements.txt
+	$(VENV_DJANGO6)/bin/python -m pip install --quiet --disable-pip-version-check $(DJANGO6) \
+	  -r $(VENV_DJANGO6)/requirements.txt $$(grep -E '^pytest(-django)?==' requirements-dev.txt)
+	touch $@
+
+test-django6: $(VENV_DJANGO6)/.installed
+	$(VENV_DJANGO6)/bin/python -m pytest $(DJANGO_TASKS_TESTS)
 
 # The lint and format gate (ruff.toml); `make format` applies both fixes.
 lint: install-dev

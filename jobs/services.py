@@ -69,7 +69,8 @@ def job_enqueue(
 
     If the broker is unreachable at commit the job stays PENDING and the
     outbox relay publishes it (invariant 1). With a `unique_key`, while a job
-    with that key is active the existing job is returned instead.
+    with that key is active the existing job is returned instead. `queue`
+    overrides the task's own (Django's Tasks API chooses it per call).
     """
     if countdown is not None:
         eta = timezone.now() + timedelta(seconds=countdown)
@@ -447,6 +448,8 @@ def job_retry(*, job: Job, requested_by=None) -> Job:
         args=job.args,
         kwargs=job.kwargs,
         priority=job.priority,
+        # The queue it ran on: apply_async(queue=...) and Django tasks
+        # (jobs.django_tasks) may choose one other than the task's default.
         queue=job.queue,
         # The key still guards the work: a retry of a retry while the
         # first one is active returns it instead of running twice.

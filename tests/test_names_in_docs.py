@@ -18,7 +18,7 @@ from reports.registry import report_types
 from tests.helpers import REPO
 
 PACKAGES = ("config", "jobs", "media_tasks", "mail_tasks", "reports", "ops", "upstream")
-DOTTED = re.compile(rf"(?<![\w./:-])((?:{'|'.join(PACKAGES)})(?:\.[A-Za-z_]\w*)+)")
+DOTTED = re.compile(rf"(?<![\w./:{{-])((?:{'|'.join(PACKAGES)})(?:\.[A-Za-z_]\w*)+)")
 TEXTS = ["README.md", "BENCHMARKS.md", *(f"{package}/**/*.py" for package in PACKAGES)]
 
 

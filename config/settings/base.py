@@ -4,6 +4,7 @@ development and production comes from the environment (config/env.py)."""
 from pathlib import Path
 
 import dj_database_url
+import django
 from kombu import Exchange
 from kombu import Queue as KombuQueue
 
@@ -37,6 +38,15 @@ INSTALLED_APPS = [
     "mail_tasks",
     "reports",
 ]
+if django.VERSION < (6, 0):
+    # Django's Tasks API before Django 6: the django-tasks backport (its
+    # system checks and signal receivers).
+    INSTALLED_APPS.append("django_tasks")
+
+# Django's Tasks API (`@task`, `.enqueue()`): run as kit jobs, on the same
+# queues, workers and guarantees (jobs/django_tasks.py; README, "Django's
+# Tasks API").
+TASKS = {"default": {"BACKEND": "jobs.django_tasks.KitBackend"}}
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
