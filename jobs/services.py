@@ -7,7 +7,6 @@ import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from functools import partial
 from itertools import islice
 from typing import Any
 
@@ -105,7 +104,7 @@ def job_enqueue(
                 retry_of=retry_of,
             )
         return existing
-    transaction.on_commit(partial(job_publish, job), robust=True)
+    transaction.on_commit(lambda: job_publish(job), robust=True)
     return job
 
 
@@ -225,6 +224,10 @@ class _Confirms:
         self._lowest_unsettled = 1
 
     def _settle(self, tag: int, multiple: bool, outcome: int) -> None:
+        if tag >= len(self.outcome):
+            # More messages than jobs: a task-sent event per job (Flower's
+            # CELERY_TASK_SEND_SENT_EVENT) goes out on the same channel.
+            self.outcome.extend(bytes(tag + 1 - len(self.outcome)))
         tags = range(self._lowest_unsettled, tag + 1) if multiple else (tag,)
         for each in tags:
             if not self.outcome[each]:
@@ -240,7 +243,7 @@ class _Confirms:
         self._settle(tag, multiple, self.NACKED)
 
     def acked(self, tag: int) -> bool:
-        return self.outcome[tag] == self.ACKED
+        return tag < len(self.outcome) and self.outcome[tag] == self.ACKED
 
 
 def _publish_awaiting_confirms_once(jobs: list[Job], confirmed: list[Job]) -> None:
@@ -261,24 +264,37 @@ def _publish_awaiting_confirms_once(jobs: list[Job], confirmed: list[Job]) -> No
             return
         channel = conn.channel()
         confirms = _Confirms(expected=len(jobs))
+        # The delivery tag of each job's task message: a job may publish a
+        # task-sent event after it (CELERY_TASK_SEND_SENT_EVENT), so tags
+        # are counted, not assumed one per job.
+        job_tags: list[int] = []
+        published = 0
         try:
             channel.confirm_select()
             # py-amqp's confirming publish waits for each confirm; its plain
             # one does not, on a channel that is in confirm mode all the same.
             channel._confirm_selected = True
-            channel.basic_publish = channel._basic_publish
+            plain_publish = channel._basic_publish
+
+            def publish_counted(*args, **kwargs):
+                nonlocal published
+                published += 1
+                return plain_publish(*args, **kwargs)
+
+            channel.basic_publish = publish_counted
             channel.events["basic_ack"].add(confirms.on_ack)
             channel.events["basic_nack"].add(confirms.on_nack)
             producer = current_app.amqp.Producer(channel, auto_declare=False)
             for job in jobs:
+                job_tags.append(published + 1)
                 _send(job, producer=producer, retry=False)
             deadline = time.monotonic() + _CONFIRM_TIMEOUT_SECONDS
-            while confirms.settled < len(jobs):
+            while confirms.settled < published:
                 if (remaining := deadline - time.monotonic()) <= 0:
-                    raise TimeoutError(f"The broker confirmed {confirms.settled} of {len(jobs)} messages in time.")
+                    raise TimeoutError(f"The broker confirmed {confirms.settled} of {published} messages in time.")
                 conn.drain_events(timeout=remaining)
         finally:
-            confirmed += [job for tag, job in enumerate(jobs, start=1) if confirms.acked(tag)]
+            confirmed += [job for tag, job in zip(job_tags, jobs, strict=False) if confirms.acked(tag)]
             try:
                 channel.close()
             except _PUBLISH_ERRORS:
@@ -339,7 +355,8 @@ def _insert_and_publish_together(jobs: list[Job]) -> None:
         return
     with transaction.atomic():
         Job.objects.bulk_create(jobs, batch_size=_IDS_PER_STATEMENT)
-    transaction.on_commit(partial(jobs_publish_many, jobs), robust=True)
+    # A function, not a partial: Django names it when it logs a failure.
+    transaction.on_commit(lambda: jobs_publish_many(jobs), robust=True)
 
 
 def outbox_relay(*, grace_seconds: int | None = None, batch_size: int = 100) -> int:
