@@ -8,7 +8,6 @@ import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from functools import partial
 from itertools import islice
 from typing import Any
 
@@ -112,7 +111,7 @@ def job_enqueue(
                 queue=queue,
             )
         return existing
-    transaction.on_commit(partial(job_publish, job), robust=True)
+    transaction.on_commit(lambda: job_publish(job), robust=True)
     return job
 
 
@@ -232,6 +231,10 @@ class _Confirms:
         self._lowest_unsettled = 1
 
     def _settle(self, tag: int, multiple: bool, outcome: int) -> None:
+        if tag >= len(self.outcome):
+            # More messages than jobs: a task-sent event per job (Flower's
+            # CELERY_TASK_SEND_SENT_EVENT) goes out on the same channel.
+            self.outcome.extend(bytes(tag + 1 - len(self.outcome)))
         tags = range(self._lowest_unsettled, tag + 1) if multiple else (tag,)
         for each in tags:
             if not self.outcome[each]:
@@ -247,7 +250,7 @@ class _Confirms:
         self._settle(tag, multiple, self.NACKED)
 
     def acked(self, tag: int) -> bool:
-        return self.outcome[tag] == self.ACKED
+        return tag < len(self.outcome) and self.outcome[tag] == self.ACKED
 
 
 def _publish_awaiting_confirms_once(jobs: list[Job], confirmed: list[Job]) -> None:
@@ -268,21 +271,28 @@ def _publish_awaiting_confirms_once(jobs: list[Job], confirmed: list[Job]) -> No
             return
         channel = conn.channel()
         confirms = _Confirms(expected=len(jobs))
+        # The delivery tag of each job's task message: a job may publish a
+        # task-sent event after it (CELERY_TASK_SEND_SENT_EVENT), so tags
+        # are counted, not assumed one per job.
+        job_tags: list[int] = []
         try:
             # Confirms are counted together below, not waited for per message.
-            pipeline_confirms(channel)
+            published = pipeline_confirms(channel)
             channel.events["basic_ack"].add(confirms.on_ack)
             channel.events["basic_nack"].add(confirms.on_nack)
             producer = current_app.amqp.Producer(channel, auto_declare=False)
             for job in jobs:
+                job_tags.append(published.count + 1)
                 _send(job, producer=producer, retry=False)
             deadline = time.monotonic() + _CONFIRM_TIMEOUT_SECONDS
-            while confirms.settled < len(jobs):
+            while confirms.settled < published.count:
                 if (remaining := deadline - time.monotonic()) <= 0:
-                    raise TimeoutError(f"The broker confirmed {confirms.settled} of {len(jobs)} messages in time.")
+                    raise TimeoutError(
+                        f"The broker confirmed {confirms.settled} of {published.count} messages in time."
+                    )
                 conn.drain_events(timeout=remaining)
         finally:
-            confirmed += [job for tag, job in enumerate(jobs, start=1) if confirms.acked(tag)]
+            confirmed += [job for tag, job in zip(job_tags, jobs, strict=False) if confirms.acked(tag)]
             try:
                 channel.close()
             except _PUBLISH_ERRORS:
@@ -367,7 +377,8 @@ def _insert_and_publish_together(jobs: list[Job]) -> None:
     with transaction.atomic():
         Job.objects.bulk_create(jobs, batch_size=_IDS_PER_STATEMENT)
         _announce_created(jobs)
-    transaction.on_commit(partial(jobs_publish_many, jobs), robust=True)
+    # A function, not a partial: Django names it when it logs a failure.
+    transaction.on_commit(lambda: jobs_publish_many(jobs), robust=True)
 
 
 def outbox_relay(*, grace_seconds: int | None = None, batch_size: int = 100) -> int:

@@ -176,14 +176,22 @@ LOGGING = {
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
 BROKER_DIR = VAR_DIR / "broker"
 if CELERY_BROKER_URL.startswith("filesystem://"):
+    # kombu's filesystem transport with quick pickup, priorities and
+    # redelivery of what a dead consumer held (jobs/filesystem_broker.py says
+    # what it changes and why). The URL's scheme would pick kombu's own.
+    CELERY_BROKER_TRANSPORT = "jobs.filesystem_broker:Transport"
     # One folder both ways: producers and consumers are separate processes.
     # kombu does not create them itself.
-    for folder in ("queue", "control"):
+    for folder in ("queue", "control", "claimed", "staging"):
         (BROKER_DIR / folder).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR / "queue"),
         "data_folder_out": str(BROKER_DIR / "queue"),
         "control_folder": str(BROKER_DIR / "control"),
+        # Messages read and not yet acknowledged, per consuming process; and
+        # messages being written, renamed into the queue when whole.
+        "claim_folder": str(BROKER_DIR / "claimed"),
+        "staging_folder": str(BROKER_DIR / "staging"),
         "store_processed": False,
     }
 else:

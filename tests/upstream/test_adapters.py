@@ -25,12 +25,13 @@ def test_a_confirm_mode_channel_publishes_without_waiting_and_every_confirm_is_s
         channel = conn.channel()
         queue = f"upstream-check-{uuid.uuid4()}"
         channel.queue_declare(queue, auto_delete=True)
-        pipeline_confirms(channel)
+        published = pipeline_confirms(channel)
         channel.events["basic_ack"].add(lambda tag, multiple: acked.append((tag, multiple)))
         for number in range(5):
             channel.basic_publish(amqp.Message(str(number)), exchange="", routing_key=queue)
         while not acked or max(tag for tag, _ in acked) < 5:
             conn.drain_events(timeout=10)
+        assert published.count == 5
         assert channel.queue_declare(queue, passive=True).message_count == 5
         channel.close()
 
