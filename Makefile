@@ -4,10 +4,13 @@
 
 PYTHON ?= python3.11
 VENV := .venv
+# The peers that `python -m bench peers` measures the kit against, in a
+# virtualenv of their own so the kit's requirements stay as they are.
+PEERS_VENV := .venv-peers
 PY := $(VENV)/bin/python
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test lint format bench install install-dev system-packages clean
+.PHONY: run test lint format bench peers-venv install install-dev system-packages clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,8 +53,15 @@ format: install-dev
 
 # Benchmarks, not tests: real workers on RabbitMQ and PostgreSQL, each
 # variant beside its baselines in the same run (BENCHMARKS.md).
-bench: install-dev
+bench: install-dev peers-venv
 	$(PY) -m bench all --quick
+
+$(PEERS_VENV)/.installed: bench/peers_app/requirements.txt
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r bench/peers_app/requirements.txt
+	touch $@
+
+peers-venv: $(PEERS_VENV)/.installed
 
 clean:
 	rm -rf var test-artifacts .pytest_cache

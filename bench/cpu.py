@@ -20,8 +20,7 @@ from pathlib import Path
 PARTS = ("worker main", "worker children", "postgresql", "rabbitmq")
 
 # What the kernel names the server processes (/proc/PID/comm).
-_POSTGRESQL = "postgres"
-_RABBITMQ = "beam.smp"
+SERVERS = {"postgresql": "postgres", "rabbitmq": "beam.smp", "redis": "redis-server"}
 
 _TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 
@@ -56,26 +55,36 @@ def process_seconds(pid: int) -> float:
     return process.own
 
 
-def snapshot(worker_pid: int) -> dict[str, float]:
-    """CPU seconds so far of each of PARTS, for the worker with this pid."""
+def snapshot(*worker_pids: int, servers: tuple[str, ...] = ("postgresql", "rabbitmq")) -> dict[str, float]:
+    """CPU seconds so far of the worker processes with these pids ("worker
+    main"), of all their descendants ("worker children": a prefork pool, a
+    cluster's sentinel and workers, a child forked per job), and of each of
+    the `servers` (keys of SERVERS)."""
     processes = [p for path in Path("/proc").glob("[0-9]*/stat") if (p := _read(path)) is not None]
-    totals = dict.fromkeys(PARTS, 0.0)
+    roots = set(worker_pids)
+    children: dict[int, list[_Process]] = {}
     for process in processes:
-        if process.pid == worker_pid:
+        children.setdefault(process.parent, []).append(process)
+    totals = dict.fromkeys(("worker main", "worker children", *servers), 0.0)
+    for process in processes:
+        if process.pid in roots:
             totals["worker main"] += process.own
             totals["worker children"] += process.reaped_children
-        elif process.parent == worker_pid:
-            totals["worker children"] += process.own + process.reaped_children
-        elif process.name == _POSTGRESQL:
-            totals["postgresql"] += process.own + process.reaped_children
-        elif process.name == _RABBITMQ:
-            totals["rabbitmq"] += process.own + process.reaped_children
+            pending = list(children.get(process.pid, ()))
+            while pending:
+                descendant = pending.pop()
+                totals["worker children"] += descendant.own + descendant.reaped_children
+                pending.extend(children.get(descendant.pid, ()))
+        elif process.pid not in roots:
+            for server in servers:
+                if process.name == SERVERS[server]:
+                    totals[server] += process.own + process.reaped_children
     return totals
 
 
 def per_item_ms(before: dict[str, float], after: dict[str, float], items: int) -> dict[str, float]:
     """Milliseconds of CPU per item for each part, and their total."""
-    costs = {part: 1000 * (after[part] - before[part]) / items for part in PARTS}
+    costs = {part: 1000 * (after[part] - before[part]) / items for part in before}
     return {**costs, "total": sum(costs.values())}
 
 
