@@ -55,36 +55,66 @@ def process_seconds(pid: int) -> float:
     return process.own
 
 
-def snapshot(*worker_pids: int, servers: tuple[str, ...] = ("postgresql", "rabbitmq")) -> dict[str, float]:
+@dataclass(frozen=True)
+class Snapshot:
+    """CPU seconds so far of each process of interest, under the part of the
+    stack it belongs to: (pid, part) -> (seconds, parent pid)."""
+
+    parts: tuple[str, ...]
+    seconds: dict[tuple[int, str], tuple[float, int]]
+
+    def __getitem__(self, part: str) -> float:
+        return sum(seconds for (_, of), (seconds, _) in self.seconds.items() if of == part)
+
+
+def snapshot(*worker_pids: int, servers: tuple[str, ...] = ("postgresql", "rabbitmq")) -> Snapshot:
     """CPU seconds so far of the worker processes with these pids ("worker
     main"), of all their descendants ("worker children": a prefork pool, a
-    cluster's sentinel and workers, a child forked per job), and of each of
-    the `servers` (keys of SERVERS)."""
+    cluster's sentinel and workers, a child forked per job), and of the
+    processes of each of the `servers` (keys of SERVERS)."""
     processes = [p for path in Path("/proc").glob("[0-9]*/stat") if (p := _read(path)) is not None]
     roots = set(worker_pids)
     children: dict[int, list[_Process]] = {}
     for process in processes:
         children.setdefault(process.parent, []).append(process)
-    totals = dict.fromkeys(("worker main", "worker children", *servers), 0.0)
+    seconds: dict[tuple[int, str], tuple[float, int]] = {}
     for process in processes:
         if process.pid in roots:
-            totals["worker main"] += process.own
-            totals["worker children"] += process.reaped_children
+            seconds[process.pid, "worker main"] = (process.own, process.parent)
+            seconds[process.pid, "worker children"] = (process.reaped_children, process.parent)
             pending = list(children.get(process.pid, ()))
             while pending:
                 descendant = pending.pop()
-                totals["worker children"] += descendant.own + descendant.reaped_children
+                seconds[descendant.pid, "worker children"] = (
+                    descendant.own + descendant.reaped_children,
+                    descendant.parent,
+                )
                 pending.extend(children.get(descendant.pid, ()))
-        elif process.pid not in roots:
-            for server in servers:
-                if process.name == SERVERS[server]:
-                    totals[server] += process.own + process.reaped_children
-    return totals
+    for process in processes:
+        for server in servers:
+            if process.name == SERVERS[server] and (process.pid, "worker children") not in seconds:
+                seconds[process.pid, server] = (process.own + process.reaped_children, process.parent)
+    return Snapshot(("worker main", "worker children", *servers), seconds)
 
 
-def per_item_ms(before: dict[str, float], after: dict[str, float], items: int) -> dict[str, float]:
-    """Milliseconds of CPU per item for each part, and their total."""
-    costs = {part: 1000 * (after[part] - before[part]) / items for part in before}
+def per_item_ms(before: Snapshot, after: Snapshot, items: int) -> dict[str, float]:
+    """Milliseconds of CPU per item for each part, and their total.
+
+    Process by process, so that what others run on a shared machine does not
+    leak in: a process that exited in between counts through the parent
+    that reaped it (a PostgreSQL backend through the postmaster, a pool
+    child through the worker), and a process that appeared counts only if it
+    belongs to the workers or was forked by a server (a new PostgreSQL
+    backend), never, say, another user's `rabbitmqctl`, whose Erlang VM
+    is also named beam.smp."""
+    costs = dict.fromkeys(after.parts, 0.0)
+    started = {pid for pid, _ in before.seconds}
+    for (pid, part), (seconds, parent) in after.seconds.items():
+        if (pid, part) in before.seconds:
+            costs[part] += seconds - before.seconds[pid, part][0]
+        elif part.startswith("worker") or parent in started:
+            costs[part] += seconds
+    costs = {part: 1000 * value / items for part, value in costs.items()}
     return {**costs, "total": sum(costs.values())}
 
 

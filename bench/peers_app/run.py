@@ -317,8 +317,8 @@ def _wait(condition, *, timeout: float, what: str, interval: float = 0.1) -> Non
 
 
 def _busy_seconds(pids: list[int]) -> float:
-    part = cpu.snapshot(*pids, servers=())
-    return part["worker main"] + part["worker children"]
+    now = cpu.snapshot(*pids, servers=())
+    return now["worker main"] + now["worker children"]
 
 
 def wait_idle(processes: list[subprocess.Popen], *, timeout: float = 90) -> None:
