@@ -67,11 +67,17 @@ class Snapshot:
         return sum(seconds for (_, of), (seconds, _) in self.seconds.items() if of == part)
 
 
-def snapshot(*worker_pids: int, servers: tuple[str, ...] = ("postgresql", "rabbitmq")) -> Snapshot:
+def snapshot(
+    *worker_pids: int, servers: tuple[str, ...] = ("postgresql", "rabbitmq"), databases: tuple[str, ...] | None = None
+) -> Snapshot:
     """CPU seconds so far of the worker processes with these pids ("worker
     main"), of all their descendants ("worker children": a prefork pool, a
     cluster's sentinel and workers, a child forked per job), and of the
-    processes of each of the `servers` (keys of SERVERS)."""
+    processes of each of the `servers` (keys of SERVERS). With `databases`,
+    PostgreSQL counts only what serves them (_postgresql_share), so that
+    other users of a shared server stay out; a backend that closes between
+    two snapshots is then not counted (it undercounts a client that opens a
+    connection per job)."""
     processes = [p for path in Path("/proc").glob("[0-9]*/stat") if (p := _read(path)) is not None]
     roots = set(worker_pids)
     children: dict[int, list[_Process]] = {}
@@ -92,9 +98,47 @@ def snapshot(*worker_pids: int, servers: tuple[str, ...] = ("postgresql", "rabbi
                 pending.extend(children.get(descendant.pid, ()))
     for process in processes:
         for server in servers:
-            if process.name == SERVERS[server] and (process.pid, "worker children") not in seconds:
+            if process.name != SERVERS[server] or (process.pid, "worker children") in seconds:
+                continue
+            if server == "postgresql" and databases is not None:
+                if (counted := _postgresql_share(process, databases)) is not None:
+                    seconds[process.pid, server] = (counted, process.parent)
+            else:
                 seconds[process.pid, server] = (process.own + process.reaped_children, process.parent)
     return Snapshot(("worker main", "worker children", *servers), seconds)
+
+
+# PostgreSQL's own processes, which work for every database (the WAL writer
+# flushes every commit), as their titles name them.
+_POSTGRESQL_SHARED = {
+    "checkpointer",
+    "background writer",
+    "walwriter",
+    "autovacuum launcher",
+    "logical replication launcher",
+    "archiver",
+    "stats collector",
+}
+
+
+def _postgresql_share(process: _Process, databases: tuple[str, ...]) -> float | None:
+    """CPU seconds of a PostgreSQL process that count for work on
+    `databases`, from its title ("postgres: 15/main: USER DATABASE HOST
+    STATE"): a backend of one of them, or a shared server process; the
+    postmaster's own time (it forks every backend) but not the backends it
+    reaped, which on a shared server are mostly other people's. None: a
+    backend of another database."""
+    try:
+        title = Path(f"/proc/{process.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return None
+    if not title.startswith("postgres: "):
+        return process.own  # the postmaster
+    rest = title.split(": ", 2)[-1]
+    words = rest.split()
+    if rest in _POSTGRESQL_SHARED or (len(words) >= 2 and (words[1] in databases or words[-1] in databases)):
+        return process.own + process.reaped_children
+    return None
 
 
 def per_item_ms(before: Snapshot, after: Snapshot, items: int) -> dict[str, float]:

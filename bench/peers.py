@@ -198,7 +198,12 @@ def run(*, quick: bool, jobs: int | None = None, rounds: int | None = None) -> d
         else:
             log_path = scratch / f"worker-{name}-{round_number}.log"
             seconds, cost = throughput.measure(
-                kit_variants[name], jobs=counts[name], concurrency=CONCURRENCY, log_path=log_path, servers=SERVERS
+                kit_variants[name],
+                jobs=counts[name],
+                concurrency=CONCURRENCY,
+                log_path=log_path,
+                servers=SERVERS,
+                databases=(settings.DATABASES["default"]["NAME"],),
             )
         cpu_costs[name].append(cost)
         return seconds

@@ -361,7 +361,8 @@ def measure(system, *, jobs: int, log_dir: Path) -> dict:
         wait_idle(processes)
         pids = [process.pid for process in processes]
         servers = ("postgresql", "rabbitmq", "redis")
-        before = cpu.snapshot(*pids, servers=servers)
+        databases = (settings.DATABASES["default"]["NAME"],)
+        before = cpu.snapshot(*pids, servers=servers, databases=databases)
         system.release()
         released = True
 
@@ -373,7 +374,7 @@ def measure(system, *, jobs: int, log_dir: Path) -> dict:
 
         # Generous: the slowest peer runs more than 20 jobs a second.
         _wait(drained, timeout=60 + jobs / 20, what=f"{system.name} to run {jobs} jobs ({log_dir})")
-        after = cpu.snapshot(*pids, servers=servers)
+        after = cpu.snapshot(*pids, servers=servers, databases=databases)
     finally:
         if not released:
             system.abandon()
