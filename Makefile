@@ -4,6 +4,9 @@
 
 PYTHON ?= python3.11
 VENV := .venv
+# The peers that `python -m bench peers` measures the kit against, in a
+# virtualenv of their own so the kit's requirements stay as they are.
+PEERS_VENV := .venv-peers
 PY := $(VENV)/bin/python
 CHROMIUM := /usr/bin/chromium
 
@@ -17,7 +20,7 @@ DJANGO6 := Django==6.0.10
 VENV_DJANGO6 := .venv-django6
 DJANGO_TASKS_TESTS := tests/jobs/test_django_tasks.py tests/jobs/test_django_tasks_on_rabbitmq.py
 
-.PHONY: run test test-django6 lint format bench install install-dev system-packages clean
+.PHONY: run test test-django6 lint format bench peers-venv install install-dev system-packages clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -75,8 +78,15 @@ format: install-dev
 
 # Benchmarks, not tests: real workers on RabbitMQ and PostgreSQL, each
 # variant beside its baselines in the same run (BENCHMARKS.md).
-bench: install-dev
+bench: install-dev peers-venv
 	$(PY) -m bench all --quick
+
+$(PEERS_VENV)/.installed: bench/peers_app/requirements.txt
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r bench/peers_app/requirements.txt
+	touch $@
+
+peers-venv: $(PEERS_VENV)/.installed
 
 clean:
 	rm -rf var test-artifacts .pytest_cache
