@@ -17,7 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from jobs import services
+from jobs import explain, services
 from jobs.exceptions import BadInput
 from jobs.models import Job, JobStatus
 from jobs.queues import Priority
@@ -96,6 +96,10 @@ def job_representation(job: Job, request: Request, *, with_result: bool = True) 
         "error": job.error or None,
         "retry_of": str(job.retry_of_id) if job.retry_of_id else None,
     }
+    if with_result:
+        # Why it has not finished yet, in one sentence (jobs.explain); None
+        # once it has. Left out of lists: it asks the broker and the database.
+        body["explanation"] = explain.job_explain(job)
     if result_row is not None and job.status == JobStatus.SUCCESS:
         body["result"] = result_row.result and _decode(result_row.result)
     if result_row is not None and result_row.traceback and request.user.is_staff:

@@ -413,6 +413,8 @@ OPS_INSPECT_TIMEOUT_SECONDS = env_int("OPS_INSPECT_TIMEOUT_MS", 1000) / 1000
 # dashboard or two Prometheus servers should not open a connection each.
 OPS_WORKERS_CACHE_SECONDS = env_int("OPS_WORKERS_CACHE_SECONDS", 15)
 OPS_BROKER_CACHE_SECONDS = env_int("OPS_BROKER_CACHE_SECONDS", 5)
+# Where people open Flower: each job page links to its task there (empty: no link).
+FLOWER_URL = env_str("FLOWER_URL", "http://localhost:5555")
 # ---------------------------------------------------------------------------
 # ops. End.
 # ---------------------------------------------------------------------------
