@@ -220,7 +220,7 @@ class JobAdmin(admin.ModelAdmin):
         "progress_column",
         "wait_column",
         "runtime_column",
-        "requested_by",
+        "requested_by_column",
         "created_column",
     ]
     list_display_links = ["short_id"]
@@ -354,6 +354,10 @@ class JobAdmin(admin.ModelAdmin):
     @admin.display(description="wait")
     def wait_column(self, job):
         return duration(job.wait)
+
+    @admin.display(description="by", ordering="requested_by__username")
+    def requested_by_column(self, job):
+        return job.requested_by.get_username() if job.requested_by else "-"
 
     @admin.display(description="created", ordering="created_at")
     def created_column(self, job):
