@@ -6,6 +6,7 @@ group, the list's live mode, and (with a real worker) the job page's
 progress bar moving without a reload. Screenshots go to test-artifacts/."""
 
 import pytest
+from django.utils import timezone
 
 from jobs.models import Job, JobStatus
 from jobs.services import enqueue
@@ -154,3 +155,22 @@ def test_the_job_page_follows_a_running_job_without_a_reload(page, operator, sta
     assert page.evaluate("window.notReloaded") is True
     page.locator(".field-result_json", has_text='"slept"').wait_for(timeout=10_000)
     assert page.evaluate("window.notReloaded") is True
+
+
+def test_the_dashboard_updates_its_charts_in_place(page, operator, broker, artifacts_dir):
+    # The page's clock is Playwright's: its 30 s refresh comes at once.
+    page.clock.install()
+    page.goto(f"{operator}/admin/ops/dashboard/")
+    page.evaluate("window.notReloaded = true")
+    page.evaluate("document.querySelector('.ops-charts').dataset.old = 'yes'")
+    tiles_before = page.locator(".ops-tiles").inner_text()
+    for _ in range(3):
+        job = failed(error="RuntimeError: shows up on the dashboard")
+        Job.objects.filter(pk=job.pk).update(finished_at=timezone.now())
+
+    page.clock.fast_forward("00:31")
+    page.locator(".ops-charts:not([data-old])").wait_for(timeout=30_000)
+
+    assert page.evaluate("window.notReloaded") is True
+    assert page.locator(".ops-tiles").inner_text() != tiles_before
+    page.screenshot(path=artifacts_dir / "console-dashboard-in-place.png", full_page=True)

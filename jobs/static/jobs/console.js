@@ -138,6 +138,22 @@
     if (window.localStorage.getItem(key) === "on") set(true);
   }
 
+  // -- The operations dashboard ---------------------------------------------
+  function refreshInPlace(panel) {
+    var interval = parseInt(panel.dataset.refresh, 10);
+    function refresh() {
+      fetch(window.location.href, { credentials: "same-origin" })
+        .then(function (response) { if (!response.ok) throw new Error(response.status); return response.text(); })
+        .then(function (html) {
+          var fresh = new DOMParser().parseFromString(html, "text/html").querySelector("#content-main.ops-dashboard");
+          if (fresh) panel.replaceChildren.apply(panel, Array.from(fresh.childNodes));
+        })
+        .catch(function () { /* keep the last charts; try again next time */ })
+        .finally(function () { window.setTimeout(refresh, interval); });
+    }
+    window.setTimeout(refresh, interval);
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     refreshTimes();
     window.setInterval(refreshTimes, 1000);
@@ -145,5 +161,7 @@
     if (live && live.dataset.finished !== "true") followJob(live);
     var toggle = document.getElementById("job-list-live");
     if (toggle) liveList(toggle);
+    var panel = document.querySelector("#content-main.ops-dashboard[data-refresh]");
+    if (panel) refreshInPlace(panel);
   });
 })();
