@@ -335,3 +335,16 @@ def test_the_job_page_and_the_api_say_why(admin_client, fresh_broker_facts):
 
     assert "no worker consumes queue default" in page
     assert "no worker consumes queue default" in body["explanation"]
+
+
+def test_the_job_page_links_to_its_image_and_to_flower(admin_client, settings):
+    from media_tasks.models import Image
+
+    settings.FLOWER_URL = "http://flower.example:5555/"
+    job = make_job("jobs.noop", status=JobStatus.SUCCESS)
+    image = Image.objects.create(original="originals/x.jpg", original_name="x.jpg", job=job)
+
+    html = admin_client.get(reverse("admin:jobs_job_change", args=[job.pk])).content.decode()
+
+    assert f'href="{reverse("admin:media_tasks_image_change", args=[image.pk])}" class="job-link">image ' in html
+    assert f'href="http://flower.example:5555/task/{job.pk}" class="job-link">Flower</a>' in html
