@@ -124,11 +124,15 @@ def open_failures(jobs: QuerySet | None = None) -> QuerySet:
 
 def failure_groups(jobs: QuerySet | None = None, *, limit: int = GROUP_SCAN_LIMIT) -> FailureGroups:
     """Open failures grouped by fingerprint, the largest group first."""
-    rows = (
-        open_failures(jobs)
-        .order_by("-created_at")
-        .values_list("pk", "task_name", "error", "created_at", "finished_at")[: limit + 1]
-    )
+    # One query per status, each walking the (status, created_at) index
+    # backwards and stopping at the limit; one query for all three would
+    # read and sort every failure the table holds.
+    fields = ("pk", "task_name", "error", "created_at", "finished_at")
+    rows = []
+    for status in GROUPED_STATUSES:
+        newest = open_failures(jobs).filter(status=status).order_by("-created_at")
+        rows += newest.values_list(*fields)[: limit + 1]
+    rows = sorted(rows, key=lambda row: row[3], reverse=True)[: limit + 1]
     groups: dict[str, FailureGroup] = {}
     scanned = 0
     for pk, task_name, error, created_at, finished_at in rows:
