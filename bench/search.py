@@ -134,7 +134,8 @@ def main() -> None:
     harness.ensure_database(django.conf.settings.DATABASES["default"])
     call_command("migrate", verbosity=0, interactive=False)
     started_at = harness.now_stamp()
-    print(f"{os.cpu_count()} cores, load {[round(load, 2) for load in os.getloadavg()]}; {rows:,} jobs", flush=True)
+    load_at_start = [round(load, 2) for load in os.getloadavg()]
+    print(f"{os.cpu_count()} cores, load {load_at_start}; {rows:,} jobs", flush=True)
     fill_seconds = fill(rows)
     with connection.cursor() as cursor:
         cursor.execute("SELECT id FROM jobs_job ORDER BY id OFFSET %s LIMIT 1", [rows // 2])
@@ -166,7 +167,7 @@ def main() -> None:
             "benchmark": "search",
             "started_at": started_at,
             "rows": rows,
-            "load_average_at_start": list(os.getloadavg()),
+            "load_average_at_start": load_at_start,
             "fill_seconds": fill_seconds,
             "index_build_seconds": index_seconds,
             "indexed": indexed,
