@@ -17,7 +17,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
-from jobs.admin import job_link, status_badge
+from jobs.admin import job_link, job_status_filter, status_badge
 from jobs.exceptions import BadInput
 from media_tasks import services
 from media_tasks.conf import OUTPUT_FORMATS, POSITIONS, QUALITY_RANGE, WATERMARK_TEXT_MAX, Options, Watermark
@@ -94,7 +94,7 @@ class ImageAdmin(admin.ModelAdmin):
         "requested_by",
         "created_at",
     ]
-    list_filter = ["job__status", "format", "created_at"]
+    list_filter = [job_status_filter("job__status"), "format", "created_at"]
     list_select_related = ["job", "requested_by"]
     search_fields = ["original_name"]
     fields = readonly_fields = [

@@ -348,3 +348,29 @@ def test_the_job_page_links_to_its_image_and_to_flower(admin_client, settings):
 
     assert f'href="{reverse("admin:media_tasks_image_change", args=[image.pk])}" class="job-link">image ' in html
     assert f'href="http://flower.example:5555/task/{job.pk}" class="job-link">Flower</a>' in html
+
+
+def test_a_retrying_mail_job_says_until_when_mail_is_rate_limited(fresh_broker_facts, settings):
+    from mail_tasks.models import RateBucket
+    from mail_tasks.ratelimit import GLOBAL_KEY
+
+    settings.MAIL_RATE_PER_SECOND = 1
+    now = timezone.now()
+    RateBucket.objects.create(key=GLOBAL_KEY, tat=(now + timedelta(seconds=20)).timestamp())
+    job = make_job("mail_tasks.message_send", 1, status=JobStatus.RETRYING, attempts=1, started_at=now)
+
+    sentence = explain.job_explain(job, now)
+
+    assert sentence.endswith(f"Mail is rate-limited until {timezone.localtime(now + timedelta(seconds=20)):%H:%M:%S}.")
+
+
+def test_image_and_report_lists_name_job_statuses_as_the_job_admin_does(admin_client):
+    from media_tasks.models import Image
+
+    broken = Image.objects.create(original="originals/a.jpg", job=make_job("jobs.noop", status=JobStatus.FAILURE))
+    Image.objects.create(original="originals/b.jpg", job=make_job("jobs.noop", status=JobStatus.SUCCESS))
+    for url in (reverse("admin:media_tasks_image_changelist"), reverse("admin:reports_reportrun_changelist")):
+        html = admin_client.get(url).content.decode()
+        assert 'title="Cancelled">REVOKED</a>' in html and ">Cancelled</a>" not in html
+    failed_images = admin_client.get(reverse("admin:media_tasks_image_changelist"), {"job_status": "FAILURE"})
+    assert listed(failed_images) == {broken.pk}
