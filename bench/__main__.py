@@ -1,4 +1,5 @@
-"""python -m bench [throughput|peers|tracking|enqueue|latency|priorities|memory|images|mail|reports|all] [--quick]
+"""python -m bench [throughput|peers|tracking|enqueue|latency|priorities|memory|images|mail|reports|search|all]
+                   [--quick]
 
 Needs PostgreSQL and RabbitMQ on loopback (DESIGN.md, "The machine"). Each
 benchmark runs the kit beside its baselines in the same run and prints
@@ -23,6 +24,7 @@ BENCHMARKS = [
     "images",
     "mail",
     "reports",
+    "search",
 ]
 
 

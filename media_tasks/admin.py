@@ -17,6 +17,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
+from jobs.admin import job_status_filter
 from jobs.exceptions import BadInput
 from jobs.subject_admin import FollowsJobAdminMixin
 from media_tasks import services
@@ -94,7 +95,7 @@ class ImageAdmin(FollowsJobAdminMixin, admin.ModelAdmin):
         "requested_by",
         "created_at",
     ]
-    list_filter = ["job__status", "format", "created_at"]
+    list_filter = [job_status_filter("job__status"), "format", "created_at"]
     list_select_related = ["job", "requested_by"]
     search_fields = ["original_name"]
     fields = readonly_fields = [

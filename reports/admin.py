@@ -15,6 +15,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
+from jobs.admin import job_status_filter
 from jobs.subject_admin import FollowsJobAdminMixin
 from reports import services
 from reports.mailing import mail_available
@@ -61,7 +62,7 @@ class ReportRunAdmin(FollowsJobAdminMixin, admin.ModelAdmin):
         "expires_at",
         "download",
     ]
-    list_filter = ["report_type", "format", "job__status", "created_at"]
+    list_filter = ["report_type", "format", job_status_filter("job__status"), "created_at"]
     list_select_related = ["job", "owner"]
     search_fields = ["=id", "report_type", "owner__username"]
     fields = readonly_fields = [

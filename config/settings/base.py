@@ -30,6 +30,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_celery_results",
     "django_celery_beat",
     "jobs",
@@ -144,6 +146,18 @@ REST_FRAMEWORK = {
     ],
     "EXCEPTION_HANDLER": "jobs.api_parsing.exception_handler",
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+# The OpenAPI schema (/api/schema/) and its docs page (/api/docs/), whose
+# Swagger UI files come from drf-spectacular-sidecar, served by the kit.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Background jobs kit API",
+    "DESCRIPTION": "Enqueue registered tasks, follow, retry and cancel jobs, and the image, mail and report APIs.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 # A JSON body for enqueueing is small; anything bigger is refused with 413
 # before it is parsed.
@@ -449,6 +463,8 @@ OPS_ALERT_THRESHOLDS = {
     # A worker's main process growing faster than this for two hours leaks.
     "worker_memory_growth_bytes_per_hour": env_int("OPS_ALERT_WORKER_MEMORY_GROWTH_MIB_PER_HOUR", 50) * 1024 * 1024,
 }
+# Where people open Flower: each job page links to its task there (empty: no link).
+FLOWER_URL = env_str("FLOWER_URL", "http://localhost:5555")
 # ---------------------------------------------------------------------------
 # ops. End.
 # ---------------------------------------------------------------------------
