@@ -12,6 +12,7 @@ BadInput for input that can never work (fails at once, no retry); the
 else fails the job.
 """
 
+import re
 import time
 
 from celery import Task, shared_task
@@ -25,6 +26,9 @@ from jobs.tracking import StartOutcome, job_mark_started, job_report_progress
 # How long a worker child that cannot reach the database waits before it
 # hands the job it received back to the broker.
 DATABASE_DOWN_PAUSE_SECONDS = 1.0
+# The 28 binary digits Celery's native delayed delivery puts before the
+# routing key of a message it delays (kombu.transport.native_delayed_delivery).
+_DELAY_PREFIX = re.compile(r"^(?:[01]\.){28}")
 
 
 class JobTask(Task):
@@ -48,6 +52,20 @@ class JobTask(Task):
                 # Cancelled, dead, or a redelivered copy of a finished job.
                 raise Ignore()
         return self.run(*args, **kwargs)
+
+    def signature_from_request(self, request=None, args=None, kwargs=None, queue=None, **extra_options):
+        """A retry goes back to the queue its message came from. Celery finds
+        it for a direct exchange (classic mode) by itself; on the quorum
+        mode's topic exchange it would fall back to the task's own `queue`
+        (a kit queue, not one of its priority lanes) and declare a stray
+        queue of that name. The lane is the delivery's routing key, without
+        the delay prefix native delayed delivery adds to a retried message."""
+        request = self.request if request is None else request
+        routing_key = (request.delivery_info or {}).get("routing_key") or ""
+        lane = _DELAY_PREFIX.sub("", routing_key, count=1)
+        if queue is None and lane in self.app.amqp.queues:
+            queue = lane
+        return super().signature_from_request(request, args, kwargs, queue=queue, **extra_options)
 
     def progress(self, percent: int, message: str = "") -> None:
         """Record how far the job is (0-100) and what it is doing now."""
