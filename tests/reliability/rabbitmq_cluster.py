@@ -121,7 +121,7 @@ class RabbitCluster:
 
     def queue_leaders(self, via: ClusterNode) -> dict[str, str]:
         """{queue name: name of the node that leads it} for quorum queues."""
-        done = via.ctl("list_queues", "name", "leader", "--no-table-headers", "--formatter", "tsv")
+        done = via.ctl("list_queues", "name", "leader", "--no-table-headers")
         assert done.returncode == 0, done.stderr
         leaders = {}
         for line in done.stdout.splitlines():
@@ -131,7 +131,7 @@ class RabbitCluster:
         return leaders
 
     def queue_members_online(self, queue: str, via: ClusterNode) -> int:
-        done = via.ctl("list_queues", "name", "online", "--no-table-headers", "--formatter", "tsv")
+        done = via.ctl("list_queues", "name", "online", "--no-table-headers")
         assert done.returncode == 0, done.stderr
         for line in done.stdout.splitlines():
             name, _, online = line.partition("\t")
