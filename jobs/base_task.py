@@ -14,6 +14,7 @@ else fails the job.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
 
@@ -31,6 +32,9 @@ from jobs.tracking import StartOutcome, job_mark_started, job_report_progress
 # How long a worker child that cannot reach the database waits before it
 # hands the job it received back to the broker.
 DATABASE_DOWN_PAUSE_SECONDS = 1.0
+# The 28 binary digits Celery's native delayed delivery puts before the
+# routing key of a message it delays (kombu.transport.native_delayed_delivery).
+_DELAY_PREFIX = re.compile(r"^(?:[01]\.){28}")
 
 
 class JobTask(Task):
@@ -67,6 +71,20 @@ class JobTask(Task):
         if self.argument_check is not None:
             self.argument_check(*args, **kwargs)
         return self.run(*args, **kwargs)
+
+    def signature_from_request(self, request=None, args=None, kwargs=None, queue=None, **extra_options):
+        """A retry goes back to the queue its message came from. Celery finds
+        it for a direct exchange (classic mode) by itself; on the quorum
+        mode's topic exchange it would fall back to the task's own `queue`
+        (a kit queue, not one of its priority lanes) and declare a stray
+        queue of that name. The lane is the delivery's routing key, without
+        the delay prefix native delayed delivery adds to a retried message."""
+        request = self.request if request is None else request
+        routing_key = (request.delivery_info or {}).get("routing_key") or ""
+        lane = _DELAY_PREFIX.sub("", routing_key, count=1)
+        if queue is None and lane in self.app.amqp.queues:
+            queue = lane
+        return super().signature_from_request(request, args, kwargs, queue=queue, **extra_options)
 
     def progress(self, percent: int, message: str = "") -> None:
         """Record how far the job is (0-100) and what it is doing now."""

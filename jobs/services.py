@@ -21,7 +21,7 @@ from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from jobs.exceptions import BadInput, UnknownTask
 from jobs.models import ACTIVE_STATUSES, CANCELLABLE_STATUSES, RETRYABLE_STATUSES, Job, JobStatus
-from jobs.queues import PRIORITY_VALUE, QUEUE_TIME_LIMITS, Priority, Queue
+from jobs.queues import PRIORITY_VALUE, QUEUE_TIME_LIMITS, Priority, Queue, lane_name
 from jobs.registry import get_job_task
 from jobs.tracking import relaxed_durability, run_tracking_statement
 from upstream.amqp import pipeline_confirms
@@ -164,7 +164,8 @@ def _send(job: Job, **options) -> None:
         args=job.args,
         kwargs=job.kwargs,
         task_id=str(job.id),
-        queue=job.queue,
+        # The queue itself (classic) or its priority lane (quorum).
+        queue=lane_name(job.queue, job.priority, settings.KIT_QUEUE_TYPE),
         priority=PRIORITY_VALUE[Priority(job.priority)],
         eta=job.eta if job.eta and job.eta > timezone.now() else None,
         soft_time_limit=task.soft_time_limit or limits.soft,

@@ -19,7 +19,7 @@ from celery import current_app
 from django.conf import settings
 from kombu.exceptions import OperationalError
 
-from jobs.queues import DEAD_LETTER_QUEUE, Queue
+from jobs.queues import DEAD_LETTER_QUEUE_NAME, Queue, broker_queue_names
 from ops.worker_resources import COMMAND as RESOURCES_COMMAND
 
 logger = logging.getLogger(__name__)
@@ -67,18 +67,27 @@ def _queue_depths() -> dict[str, QueueDepth] | None:
     try:
         # One quick retry: a scrape should fail fast, not hang on a dead broker.
         connection.ensure_connection(max_retries=1, interval_start=0, timeout=3)
-        for queue in Queue:
-            # A passive declare of a queue that does not exist yet (no worker
-            # or publisher declared it) closes its channel: one channel per
-            # queue keeps that from failing the others.
-            channel = connection.channel()
-            try:
-                _, messages, consumers = channel.queue_declare(queue=queue.value, passive=True)
-                depths[queue.value] = QueueDepth(messages=messages, consumers=consumers)
-            except connection.channel_errors:
-                depths[queue.value] = QueueDepth(messages=0, consumers=0)
-            finally:
-                _close_quietly(channel, connection)
+        queue_type = settings.KIT_QUEUE_TYPE
+        # Each kit queue is one broker queue (classic) or its priority lanes
+        # added up (quorum); the dead-letter queue is shown under its name.
+        sources = {queue.value: broker_queue_names([queue], queue_type) for queue in Queue}
+        sources[DEAD_LETTER_QUEUE_NAME[queue_type]] = [DEAD_LETTER_QUEUE_NAME[queue_type]]
+        for label, names in sources.items():
+            total = QueueDepth(messages=0, consumers=0)
+            for name in names:
+                # A passive declare of a queue that does not exist yet (no
+                # worker or publisher declared it) closes its channel: one
+                # channel per queue keeps that from failing the others.
+                channel = connection.channel()
+                try:
+                    _, messages, consumers = channel.queue_declare(queue=name, passive=True)
+                    # A worker holds one consumer per lane: count it once.
+                    total = QueueDepth(total.messages + messages, max(total.consumers, consumers))
+                except connection.channel_errors:
+                    pass
+                finally:
+                    _close_quietly(channel, connection)
+            depths[label] = total
     except broker_errors(connection):
         logger.warning("Queue depths unavailable: the broker did not answer.", exc_info=True)
         return None
@@ -100,7 +109,7 @@ def _dead_letter_messages() -> int | None:
         connection.ensure_connection(max_retries=1, interval_start=0, timeout=3)
         channel = connection.channel()
         try:
-            _, messages, _ = channel.queue_declare(queue=DEAD_LETTER_QUEUE, passive=True)
+            _, messages, _ = channel.queue_declare(queue=DEAD_LETTER_QUEUE_NAME[settings.KIT_QUEUE_TYPE], passive=True)
             return messages
         except connection.channel_errors:
             return 0

@@ -5,11 +5,10 @@ from pathlib import Path
 
 import dj_database_url
 import django
-from kombu import Exchange
-from kombu import Queue as KombuQueue
+from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_int, env_list, env_str
-from jobs.queues import MAX_PRIORITY, PRIORITY_VALUE, Priority, Queue
+from jobs.queues import MAX_PRIORITY, PRIORITY_VALUE, Priority, Queue, QueueType, lane_name, task_queues
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 # Runtime state of the embedded default (SQLite file, filesystem broker,
@@ -265,21 +264,30 @@ CELERY_BROKER_CHANNEL_ERROR_RETRY = True
 CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env_int("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", 10)
 CELERY_WORKER_ENABLE_SOFT_SHUTDOWN_ON_IDLE = False
 
-_DEFAULT_EXCHANGE = Exchange("kit", type="direct")
-CELERY_TASK_QUEUES = [
-    KombuQueue(
-        queue.value,
-        _DEFAULT_EXCHANGE,
-        routing_key=queue.value,
-        queue_arguments={"x-max-priority": MAX_PRIORITY},
-    )
-    for queue in Queue
-]
-CELERY_TASK_DEFAULT_QUEUE = Queue.DEFAULT.value
-CELERY_TASK_DEFAULT_EXCHANGE = _DEFAULT_EXCHANGE.name
-CELERY_TASK_DEFAULT_ROUTING_KEY = Queue.DEFAULT.value
+# classic (default): priority queues on one RabbitMQ node. quorum: replicated
+# queues for a RabbitMQ cluster, one per priority lane (jobs.queues.QueueType
+# says why the default is classic; README, "Growing beyond one machine").
+try:
+    KIT_QUEUE_TYPE = QueueType(env_str("KIT_QUEUE_TYPE", QueueType.CLASSIC.value).strip().lower())
+except ValueError:
+    raise ImproperlyConfigured(
+        f"KIT_QUEUE_TYPE={env_str('KIT_QUEUE_TYPE')!r} is not a queue type (use classic or quorum)."
+    ) from None
+CELERY_TASK_QUEUES = task_queues(KIT_QUEUE_TYPE)
+_DEFAULT_QUEUE = next(
+    queue for queue in CELERY_TASK_QUEUES if queue.name == lane_name(Queue.DEFAULT, Priority.MEDIUM, KIT_QUEUE_TYPE)
+)
+CELERY_TASK_DEFAULT_QUEUE = _DEFAULT_QUEUE.name
+CELERY_TASK_DEFAULT_EXCHANGE = _DEFAULT_QUEUE.exchange.name
+CELERY_TASK_DEFAULT_EXCHANGE_TYPE = _DEFAULT_QUEUE.exchange.type
+CELERY_TASK_DEFAULT_ROUTING_KEY = _DEFAULT_QUEUE.routing_key
 CELERY_TASK_DEFAULT_PRIORITY = PRIORITY_VALUE[Priority.MEDIUM]
-CELERY_TASK_QUEUE_MAX_PRIORITY = MAX_PRIORITY
+# The worker's consumer declares every kit queue before Celery's native
+# delayed delivery binds them (jobs/worker_consumer.py says why).
+CELERY_WORKER_CONSUMER = "jobs.worker_consumer:KitConsumer"
+# Celery adds x-max-priority to every queue declared without one; quorum
+# queues refuse it (406 PRECONDITION_FAILED), so only classic mode sets it.
+CELERY_TASK_QUEUE_MAX_PRIORITY = MAX_PRIORITY if KIT_QUEUE_TYPE is QueueType.CLASSIC else None
 
 # Events feed Flower's live view of workers and tasks.
 CELERY_WORKER_SEND_TASK_EVENTS = env_bool("CELERY_WORKER_SEND_TASK_EVENTS", True)

@@ -6,14 +6,17 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from django.conf import settings
 from kombu import Connection
 
-from jobs.queues import DEAD_LETTER_QUEUE
+from jobs.queues import DEAD_LETTER_QUEUE_NAME
 from ops import broker as ops_broker
 from tests.helpers import wait_for
 from tests.ops.test_metrics import sample, scrape
 
 pytestmark = pytest.mark.integration
+
+DEAD_LETTERS = DEAD_LETTER_QUEUE_NAME[settings.KIT_QUEUE_TYPE]
 
 
 def test_queue_depths_and_workers_come_from_rabbitmq_and_the_workers(broker, start_worker, admin_client):
@@ -78,12 +81,16 @@ def test_each_worker_reports_the_cpu_and_memory_of_its_main_process_and_pool_chi
 def test_the_dead_letter_queue_depth_comes_from_rabbitmq_and_reads_zero_when_it_is_not_declared(broker, admin_client):
     with broker.connection_for_write() as connection:
         channel = connection.default_channel
-        channel.queue_delete(DEAD_LETTER_QUEUE)
+        channel.queue_delete(DEAD_LETTERS)
         assert sample(scrape(admin_client), "kit_dead_letter_messages") == 0
 
-        channel.queue_declare(DEAD_LETTER_QUEUE, durable=True)
+        channel.queue_declare(DEAD_LETTERS, durable=True)
         for body in ("one", "two"):
-            channel.basic_publish(channel.prepare_message(body.encode()), exchange="", routing_key=DEAD_LETTER_QUEUE)
+            channel.basic_publish(
+                channel.prepare_message(body.encode()),
+                exchange="",
+                routing_key=DEAD_LETTERS,
+            )
         ops_broker.cache.clear()
         try:
             assert wait_for(
@@ -92,4 +99,4 @@ def test_the_dead_letter_queue_depth_comes_from_rabbitmq_and_reads_zero_when_it_
                 what="two dead letters",
             )
         finally:
-            channel.queue_delete(DEAD_LETTER_QUEUE)
+            channel.queue_delete(DEAD_LETTERS)
