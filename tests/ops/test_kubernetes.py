@@ -414,3 +414,25 @@ def test_web_and_every_worker_group_have_a_disruption_budget_and_resources(build
         resources = container["resources"]
         assert resources["requests"]["cpu"] and resources["requests"]["memory"], name
         assert resources["limits"]["memory"], name
+
+
+def test_the_worker_liveness_checks_of_kubernetes_and_compose_pass_on_a_fresh_file_and_fail_on_a_stale_one(tmp_path):
+    [deployment, *_] = worker_deployments("base").values()
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    kubernetes_probe = container["livenessProbe"]["exec"]["command"]
+    compose_check = load_compose()["worker-general"].spec["healthcheck"]["test"]
+    assert compose_check[0] == "CMD-SHELL"
+    alive = tmp_path / "alive"
+    env = {"PATH": os.environ["PATH"], LIVENESS_ENV: str(alive)}
+
+    def passes(command: list[str]) -> bool:
+        return subprocess.run(command, env=env, capture_output=True).returncode == 0
+
+    for command in (kubernetes_probe, ["sh", "-c", compose_check[1]]):
+        alive.touch()
+        assert passes(command), command
+        stale = alive.stat().st_mtime - 120
+        os.utime(alive, (stale, stale))
+        assert not passes(command), command
+        alive.unlink()
+        assert not passes(command), command
