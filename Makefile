@@ -41,14 +41,17 @@ install-dev: $(VENV)/.dev-installed
 # (Playwright's own browser download is not used), a compose client to
 # validate compose/ (no engine: --no-install-recommends keeps it out), and
 # Prometheus with promtool and Alertmanager's amtool, which check, unit-test
-# and evaluate the alert rules (compose/prometheus/alerts.yml).
+# and evaluate the alert rules (compose/prometheus/alerts.yml), and kubectl,
+# whose built-in kustomize renders deploy/kubernetes/ offline (no cluster).
 system-packages:
 	@test -x $(CHROMIUM) && command -v docker-compose >/dev/null && command -v promtool >/dev/null \
-	  && command -v amtool >/dev/null || { \
+	  && command -v amtool >/dev/null && command -v kubectl >/dev/null || { \
 	  apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	    docker-compose prometheus prometheus-alertmanager; }
+	    docker-compose prometheus prometheus-alertmanager && \
+	  { command -v kubectl >/dev/null || \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubernetes-client; }; }
 
 run: install
 	$(PY) manage.py up

@@ -136,17 +136,11 @@ def _close_quietly(channel, connection) -> None:
 
 
 def workers_online() -> list[str]:
-    """Node names of the workers that answered a ping, sorted."""
-    return cache.get("ping", settings.OPS_WORKERS_CACHE_SECONDS, _ping)
-
-
-def _ping() -> list[str]:
-    try:
-        replies = current_app.control.inspect(timeout=settings.OPS_INSPECT_TIMEOUT_SECONDS).ping() or {}
-    except broker_errors(current_app.connection_for_read()):
-        logger.warning("Workers unavailable: the broadcast failed.", exc_info=True)
-        return []
-    return sorted(replies)
+    """Node names of the workers that answered, sorted. The answer is the
+    one `workers_resources` reads: a scrape sends one broadcast, not a ping
+    and then a second one (each waits its whole timeout). A worker that does
+    not know the command answers with an error, and is online all the same."""
+    return sorted(_resources_replies())
 
 
 @dataclass(frozen=True)
@@ -216,26 +210,33 @@ class WorkerResources:
 
 def workers_resources() -> list[WorkerResources]:
     """Every worker's answer to the `kit_resources` command (ops/
-    worker_resources.py), sorted by name; cached like the other broadcasts."""
-    return cache.get("resources", settings.OPS_WORKERS_CACHE_SECONDS, _resources)
+    worker_resources.py), sorted by name, leaving out workers that answered
+    with an error."""
+    return [
+        worker_resources(name, answer)
+        for name, answer in sorted(_resources_replies().items())
+        if isinstance(answer, dict) and "error" not in answer
+    ]
 
 
-def _resources() -> list[WorkerResources]:
+def _resources_replies() -> dict[str, Any]:
+    return cache.get("resources", settings.OPS_WORKERS_CACHE_SECONDS, _broadcast_resources)
+
+
+def _broadcast_resources() -> dict[str, Any]:
+    """{worker name: answer} of one `kit_resources` broadcast; {} if the
+    broker cannot be reached."""
     try:
         replies = current_app.control.broadcast(
             RESOURCES_COMMAND, reply=True, timeout=settings.OPS_INSPECT_TIMEOUT_SECONDS
         )
     except broker_errors(current_app.connection_for_read()):
-        logger.warning("Worker resources unavailable: the broadcast failed.", exc_info=True)
-        return []
+        logger.warning("Workers unavailable: the broadcast failed.", exc_info=True)
+        return {}
     answers = {}
     for reply in replies or []:
         answers.update(reply)
-    return [
-        worker_resources(name, answer)
-        for name, answer in sorted(answers.items())
-        if isinstance(answer, dict) and "error" not in answer
-    ]
+    return answers
 
 
 def worker_resources(name: str, answer: dict) -> WorkerResources:

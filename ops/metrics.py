@@ -26,7 +26,7 @@ Metrics (labels):
   kit_queue_messages{queue}                    messages ready on the broker
   kit_queue_consumers{queue}                   consumers of the queue
   kit_broker_up                                1 if the broker answered
-  kit_workers_online                           workers that answered a ping
+  kit_workers_online                           workers that answered the kit_resources broadcast
   kit_worker_up{worker}                        1 per worker that answered
   kit_job_oldest_age_seconds{queue,status}     oldest PENDING / QUEUED job's wait, 0 if none
   kit_jobs_finished_last_hour{queue,status}    jobs finished in the last 60 minutes, 0 if none
@@ -139,9 +139,11 @@ class JobCollector(Collector):
 
     def workers(self):
         names = broker.workers_online()
-        online = GaugeMetricFamily("kit_workers_online", "Workers that answered a ping.")
+        online = GaugeMetricFamily("kit_workers_online", "Workers that answered the last broadcast.")
         online.add_metric([], len(names))
-        up = GaugeMetricFamily("kit_worker_up", "1 for each worker that answered a ping.", labels=["worker"])
+        up = GaugeMetricFamily(
+            "kit_worker_up", "1 for each worker that answered the last broadcast.", labels=["worker"]
+        )
         for name in names:
             up.add_metric([name], 1)
         yield from (online, up)

@@ -6,12 +6,13 @@ Alertmanager, and each documented with a runbook line."""
 import re
 import shutil
 import subprocess
+import urllib.request
 from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
 
-from tests.helpers import REPO
+from tests.helpers import REPO, wait_for
 from tests.ops.compose_model import COMPOSE_DIR, load
 
 RULES = COMPOSE_DIR / "prometheus" / "alerts.yml"
@@ -117,3 +118,45 @@ def test_every_alert_has_a_runbook_line_in_the_readme():
         assert re.search(rf"^\| `{rule['alert']}` \|.+\|.+\|$", readme, re.MULTILINE), (
             f"{rule['alert']}: no runbook line"
         )
+
+
+def metric_names_in_rules(prefix: str) -> set[str]:
+    return {name for rule in alert_rules() for name in re.findall(rf"\b{prefix}[a-z_]+", rule["expr"])}
+
+
+@pytest.mark.django_db
+def test_the_rules_ask_only_for_kit_metrics_the_kit_exports(monkeypatch):
+    from ops import broker, metrics
+
+    monkeypatch.setattr(broker, "queue_depths", lambda: {})
+    monkeypatch.setattr(broker, "workers_online", lambda: [])
+    monkeypatch.setattr(broker, "dead_letter_messages", lambda: 0)
+    monkeypatch.setattr(broker, "workers_resources", lambda: [])
+    exported = set()
+    for family in metrics.registry().collect():
+        suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}.get(family.type, ("",))
+        exported |= {family.name + suffix for suffix in suffixes}
+    asked = metric_names_in_rules("kit_")
+    assert asked and asked <= exported, asked - exported
+
+
+@pytest.mark.integration
+def test_the_rules_ask_only_for_rabbitmq_metrics_rabbitmq_exports(real_services):
+    """RabbitMQ's own Prometheus endpoint (the rabbitmq_prometheus plugin,
+    which compose's image enables), here on the local node."""
+
+    def exported() -> set[str]:
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:15692/metrics", timeout=5) as response:
+                text = response.read().decode()
+        except OSError:
+            return set()
+        return {line.split()[0].split("{")[0] for line in text.splitlines() if line and not line.startswith("#")}
+
+    if not exported():  # the plugin's CLI takes seconds: only when it is off
+        plugins = shutil.which("rabbitmq-plugins") or "/usr/sbin/rabbitmq-plugins"
+        enabled = subprocess.run([plugins, "-q", "enable", "rabbitmq_prometheus"], capture_output=True, text=True)
+        assert enabled.returncode == 0, enabled.stderr
+    names = wait_for(exported, timeout=30, what="RabbitMQ's Prometheus endpoint on 15692")
+    asked = metric_names_in_rules("rabbitmq_")
+    assert asked and asked <= names, asked - names

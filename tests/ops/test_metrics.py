@@ -194,13 +194,15 @@ def test_dead_letters_worker_resources_and_alert_thresholds_are_exported(staff_c
     assert sample(samples, "kit_alert_threshold", threshold="error_ratio") == 0.1
 
 
-def test_a_worker_that_does_not_know_the_resources_command_is_left_out(monkeypatch):
+def test_a_worker_that_does_not_know_the_resources_command_is_online_without_resources(monkeypatch):
     class Control:
         def broadcast(self, command, **options):
             return [{"old@host": {"error": f"No such command: {command}"}}, {"new@host": {"main": {}, "children": []}}]
 
+    monkeypatch.undo()  # the real broker functions, not quiet_broker's stubs
     monkeypatch.setattr(broker.current_app, "control", Control())
-    assert [worker.name for worker in broker._resources()] == ["new@host"]
+    assert [worker.name for worker in broker.workers_resources()] == ["new@host"]
+    assert broker.workers_online() == ["new@host", "old@host"]  # it answered: it is online
 
 
 # -- Who may read them ---------------------------------------------------------
