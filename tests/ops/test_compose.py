@@ -16,11 +16,12 @@ from django.conf import settings
 
 from jobs.management.commands.worker import MAX_MEMORY_PER_CHILD_KIB
 from jobs.queues import (
-    DEAD_LETTER_QUEUE,
+    DEAD_LETTER_QUEUE_NAME,
     QUEUE_TIME_LIMITS,
     RABBITMQ_CONSUMER_TIMEOUT_SECONDS,
     WORKER_GROUPS,
     Queue,
+    QueueType,
 )
 from tests.ops.compose_model import (
     COMPOSE_DIR,
@@ -247,7 +248,9 @@ def test_the_kit_queues_and_only_they_dead_letter_to_a_bound_queue():
     assert dlx in {exchange["name"] for exchange in definitions["exchanges"]}
     assert any(binding["source"] == dlx for binding in definitions["bindings"])
     # The queue /metrics reports as kit_dead_letter_messages is the one bound.
-    assert {(b["source"], b["destination"]) for b in definitions["bindings"]} >= {(dlx, DEAD_LETTER_QUEUE)}
+    assert {(b["source"], b["destination"]) for b in definitions["bindings"]} >= {
+        (dlx, DEAD_LETTER_QUEUE_NAME[QueueType.CLASSIC])
+    }
 
 
 def test_rabbitmq_lets_a_worker_hold_a_message_longer_than_any_hard_time_limit():
