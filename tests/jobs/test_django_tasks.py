@@ -206,3 +206,22 @@ def test_a_django_task_is_a_job_like_any_other_in_the_api_the_admin_and_the_metr
     assert (detail.status_code, detail.json()["task"], detail.json()["status"]) == (200, path, "PENDING")
     assert [job.pk for job in changelist.context["cl"].result_list] == [Job.objects.get(pk=result.id).pk]
     assert f'task="{path}"' in metrics
+
+
+def test_djangos_task_enqueued_signal_is_sent_with_the_result():
+    try:
+        from django.tasks.signals import task_enqueued
+    except ImportError:
+        from django_tasks.signals import task_enqueued
+    received = []
+
+    def receiver(sender, task_result, **kwargs):
+        received.append((sender, task_result))
+
+    task_enqueued.connect(receiver)
+    try:
+        result = tasks.dj_record.enqueue("/dev/null", "x")
+    finally:
+        task_enqueued.disconnect(receiver)
+
+    assert received == [(KitBackend, result)]

@@ -109,13 +109,35 @@ def test_a_failure_comes_back_with_its_traceback_and_an_admin_retry_replays_it(s
     assert (retried.status, retried.return_value) == (TaskResultStatus.SUCCESSFUL, "found")
 
 
-def test_a_worker_child_killed_mid_task_is_redelivered_and_succeeds(start_worker, tmp_path):
+def test_a_worker_child_killed_mid_task_is_redelivered_and_a_poison_task_ends_dead(start_worker, tmp_path):
     start_worker()
 
-    result = finished(tasks.dj_kill_worker_once.enqueue(str(tmp_path / "killed-once")), timeout=60)
+    survivor = tasks.dj_kill_worker_once.enqueue(str(tmp_path / "killed-once"))
+    poison = tasks.dj_kill_worker_always.enqueue()
 
-    assert (result.status, result.return_value) == (TaskResultStatus.SUCCESSFUL, "survived")
-    assert result.attempts == 2  # the killed run and the one that finished
+    assert finished(survivor, timeout=60).return_value == "survived"
+    assert survivor.attempts == 2  # the killed run and the one that finished
+    assert finished(poison, timeout=90).status == TaskResultStatus.FAILED
+    assert (poison.job_status, poison.attempts) == (JobStatus.DEAD, 4)  # three died; the fourth was refused
+    [error] = poison.errors
+    assert error.exception_class.__name__ == "JobDead"
+    assert "Started 3 times without finishing" in error.traceback
+
+
+def test_a_message_carries_its_queues_time_limits_and_priority(broker, transactional_db):
+    # A task made for one queue and sent to another (.using) runs under the
+    # limits of the queue it is sent to. The message as RabbitMQ holds it:
+    from jobs.queues import PRIORITY_VALUE, QUEUE_TIME_LIMITS, Priority, Queue
+
+    result = tasks.dj_record.using(queue_name="reports", priority=7).enqueue("/dev/null", "x")
+
+    with broker.connection_for_read() as connection:
+        message = wait_for(lambda: connection.default_channel.basic_get("reports", no_ack=True), what="the message")
+    limits = QUEUE_TIME_LIMITS[Queue.REPORTS]
+    assert message.headers["id"] == result.id
+    assert message.headers["task"] == tasks.dj_record.module_path
+    assert message.headers["timelimit"] == [limits.hard, limits.soft]
+    assert message.properties["priority"] == PRIORITY_VALUE[Priority.HIGH]
 
 
 def test_priorities_order_the_work_waiting_for_a_busy_worker(start_worker, tmp_path):

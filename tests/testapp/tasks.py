@@ -171,6 +171,12 @@ def dj_kill_worker_once(marker: str) -> str:
 
 
 @task
+def dj_kill_worker_always() -> None:
+    """A poison message: its worker child dies every time it runs."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@task
 def dj_block(seconds: float, marker: str) -> None:
     Path(marker).touch()
     time.sleep(seconds)
