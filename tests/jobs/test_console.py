@@ -61,6 +61,18 @@ def test_search_finds_a_word_of_the_error_and_an_argument(admin_client):
     assert listed(admin_client.get(CHANGELIST, {"q": "noop"})) == {other.pk}
 
 
+def test_a_search_asks_the_index_for_its_most_distinctive_word_and_checks_the_whole_term(admin_client):
+    from jobs.search import _index_probe
+
+    assert _index_probe("user-500007@example.org") == "500007"
+    assert _index_probe("certificate has expired") == "certificate"
+    assert _index_probe("ab") == "ab"
+    wanted = make_job("testapp.fail_with", "user-500007@example.org", status=JobStatus.SUCCESS)
+    make_job("testapp.fail_with", "user-500007@example.net", status=JobStatus.SUCCESS)  # the word, not the term
+
+    assert listed(admin_client.get(CHANGELIST, {"q": "USER-500007@example.org"})) == {wanted.pk}
+
+
 def test_the_search_uses_its_trigram_index_on_postgresql():
     make_job("testapp.fail_with", "x", status=JobStatus.FAILURE, error="RuntimeError: the disk is on fire")
     with connection.cursor() as cursor:
