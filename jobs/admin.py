@@ -25,8 +25,8 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.text import capfirst
 from django.views.decorators.http import require_POST
-from django_celery_results.admin import TaskResultAdmin
-from django_celery_results.models import TaskResult
+from django_celery_results.admin import GroupResultAdmin, TaskResultAdmin
+from django_celery_results.models import GroupResult, TaskResult
 
 from jobs import explain, failures, services
 from jobs.models import CANCELLABLE_STATUSES, FINISHED_STATUSES, RETRYABLE_STATUSES, Job, JobStatus
@@ -830,4 +830,21 @@ class ReadOnlyTaskResultAdmin(TaskResultAdmin):
 
     def has_delete_permission(self, request, obj=None):
         # jobs_prune deletes them with their jobs.
+        return False
+
+
+# The same for the results of Celery groups (chords), which only the result
+# backend writes.
+admin.site.unregister(GroupResult)
+
+
+@admin.register(GroupResult)
+class ReadOnlyGroupResultAdmin(GroupResultAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False

@@ -264,6 +264,7 @@ def test_the_task_result_admin_is_read_only(admin_client):
     assert 'name="_save"' not in html
     assert admin_client.post(change, {"status": "FAILURE"}).status_code == 403
     assert TaskResult.objects.get(pk=result.pk).status == "SUCCESS"
+    assert admin_client.get(reverse("admin:django_celery_results_groupresult_add")).status_code == 403
 
 
 # -- Why isn't it running? ----------------------------------------------------------
