@@ -700,6 +700,7 @@ class JobAdmin(admin.ModelAdmin):
         jobs = iter(jobs)
         while chunk := list(islice(jobs, CHUNK_SIZE)):
             retryable = []
+            chosen = set()  # two selected jobs of one chain share a latest attempt
             for asked in chunk:
                 job = failures.latest_attempt(asked)
                 later = f"its latest attempt {str(job.pk)[:8]} " if job.pk != asked.pk else ""
@@ -707,10 +708,11 @@ class JobAdmin(admin.ModelAdmin):
                     skipped[f"{later or 'it '}was {job.status}"] += 1
                 elif job.task_name not in tasks:
                     skipped[f"its task {job.task_name} no longer exists"] += 1
-                elif job.pk in {other.pk for other in retryable}:
+                elif job.pk in chosen:
                     skipped[f"{later or 'it '}was already being retried"] += 1
                 else:
                     retryable.append(job)
+                    chosen.add(job.pk)
             # A chunk's new jobs and their log entries commit together, and
             # are published together when that commit happens.
             with transaction.atomic():

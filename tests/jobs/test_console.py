@@ -387,3 +387,24 @@ def test_image_and_report_lists_name_job_statuses_as_the_job_admin_does(admin_cl
         assert 'title="Cancelled">REVOKED</a>' in html and ">Cancelled</a>" not in html
     failed_images = admin_client.get(reverse("admin:media_tasks_image_changelist"), {"job_status": "FAILURE"})
     assert listed(failed_images) == {broken.pk}
+
+
+def test_selecting_a_job_and_its_retry_retries_their_latest_attempt_once(admin_client):
+    original = make_job(status=JobStatus.FAILURE, error="RuntimeError: x")
+    admin_client.post(reverse("admin:jobs_job_retry", args=[original.pk]))
+    first = Job.objects.get(retry_of=original)
+    Job.objects.filter(pk=first.pk).update(status=JobStatus.FAILURE)
+
+    response = admin_client.post(
+        f"{CHANGELIST}?superseded=show",
+        {"action": "retry_selected", "_selected_action": [str(original.pk), str(first.pk)]},
+        follow=True,
+    )
+
+    assert Job.objects.filter(retry_of=first).count() == 1
+    assert Job.objects.filter(retry_of=original).count() == 1
+    assert shown_messages(response)[-2:] == [
+        "Retried 1 job.",
+        "Skipped 1 job: only failed, cancelled, dead or lost jobs can be retried "
+        f"(1 because its latest attempt {str(first.pk)[:8]} was already being retried).",
+    ]
