@@ -402,7 +402,7 @@ class JobAdmin(admin.ModelAdmin):
             job.progress_message,
         )
 
-    @admin.display(description="why is it not done?")
+    @admin.display(description="why it is not done")
     def why_waiting(self, job):
         sentence = explain.job_explain(job)
         return format_html('<span class="job-explanation">{}</span>', sentence or "It has finished.")
