@@ -279,7 +279,7 @@ def run(*, quick: bool, jobs: int | None = None, rounds: int | None = None) -> d
         "summary_jobs_per_second": summary,
         "cpu_ms_per_job_median": cpu_summary,
         "cpu_per_job_over_bare": cpu_ratios,
-        "headline": headline,
+        "ratios_headline": headline,
         "ratios": ratios,
     }
 
