@@ -3,12 +3,13 @@
 while the web path publishes, priorities through the lanes, a poison
 message, countdowns and retries with backoff."""
 
+import json
 import threading
 import time
 from collections import Counter
 
 import pytest
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import Count, Max
 from django_celery_results.models import TaskResult
 
@@ -168,28 +169,41 @@ def test_three_thousand_jobs_all_succeed_when_the_node_leading_the_busiest_queue
 
 
 def test_jobs_published_from_the_web_path_while_a_node_is_killed_are_confirmed_or_relayed_never_lost(
-    on_quorum_cluster, start_cluster_worker
+    on_quorum_cluster, start_cluster_worker, admin_client
 ):
+    """Requests to the API, one job or a bulk of 100 at a time, while the
+    node the web process publishes through (the head of its failover list)
+    is SIGKILLed: every request answers 202; each job is confirmed (the
+    on-commit publish retries once, on the next node) or stays PENDING
+    (its confirm never came: a bulk waiting for its confirms when the node
+    died) and the relay publishes it; the relay publishes nothing that was
+    confirmed; every job runs once."""
     cluster = on_quorum_cluster
-    total = 150
-    # The worker sits on the third node, the test process publishes through
-    # the first (the head of its failover list), which is killed.
+    # The worker sits on the third node, away from the one killed.
     worker = start_cluster_worker(first_node=2, queues=DEFAULT_LANES)
+    requests, bulk_size, kill_at = 40, 100, 10
     outcomes: dict = {}
-    kill_at = total // 3
-    for i in range(total):
+    killer = threading.Thread(target=cluster.nodes[0].kill)
+    for i in range(requests):
         if i == kill_at:
-            killer = threading.Thread(target=cluster.nodes[0].kill)
             killer.start()
-        with transaction.atomic():
-            job = enqueue("jobs.noop", priority=("high", "medium", "low")[i % 3])
-        job.refresh_from_db(fields=["status"])  # what the on-commit publish left
-        outcomes[job.pk] = job.status
+        priority = ("high", "medium", "low")[i % 3]
+        if i % 2:
+            body = {"task": "jobs.noop", "calls": [{"args": []}] * bulk_size, "priority": priority}
+            response = admin_client.post("/api/jobs/bulk/", data=json.dumps(body), content_type="application/json")
+            ids = response.json()["ids"] if response.status_code == 202 else []
+        else:
+            body = {"task": "jobs.noop", "args": [], "priority": priority}
+            response = admin_client.post("/api/jobs/", data=json.dumps(body), content_type="application/json")
+            ids = [response.json()["id"]] if response.status_code == 202 else []
+        assert response.status_code == 202, response.content
+        # What the on-commit publish left: QUEUED (or further) or PENDING.
+        outcomes.update(Job.objects.filter(pk__in=ids).values_list("id", "status"))
     killer.join(timeout=60)
-    counts = Counter(outcomes.values())
-    assert set(counts) <= {JobStatus.QUEUED, JobStatus.PENDING, JobStatus.STARTED, JobStatus.SUCCESS}, counts
+    total = len(outcomes)
+    assert total == requests // 2 * (bulk_size + 1)
 
-    pending = [pk for pk, status in outcomes.items() if status == JobStatus.PENDING]
+    pending = {pk for pk, status in outcomes.items() if status == JobStatus.PENDING}
     relayed = 0
     while Job.objects.filter(status=JobStatus.PENDING).exists():
         relayed += outbox_relay(grace_seconds=0)
@@ -197,22 +211,28 @@ def test_jobs_published_from_the_web_path_while_a_node_is_killed_are_confirmed_o
     assert relayed == len(pending)
 
     wait_for(
-        lambda: by_status(Job.objects.all()) == {JobStatus.SUCCESS: total},
-        timeout=120,
+        lambda: by_status() == {JobStatus.SUCCESS: total},
+        timeout=180,
         interval=0.5,
         what=f"every job to succeed (now {by_status()})",
     )
     assert Job.objects.filter(attempts=1).count() == total  # none ran twice
+    assert TaskResult.objects.filter(status="SUCCESS").count() == total
+    # A message the broker took but whose confirm was lost with the node is
+    # published again by the relay: its second copy is acknowledged without
+    # running (the job is finished). Counted from the worker's receipts.
     received = Counter(
         line.split("[")[1].split("]")[0] for line in worker.read_log().splitlines() if "] received" in line
     )
-    twice = [job_id for job_id, n in received.items() if n > 1]
-    assert not twice, twice  # none published (nor delivered) twice
+    assert set(received) == {str(pk) for pk in outcomes}
+    delivered_twice = sum(1 for n in received.values() if n > 1)
+    assert delivered_twice <= len(pending)
     cluster.nodes[0].start()
     cluster.nodes[0].await_startup()
     print(
-        f"\nweb path during a node kill: {total - len(pending)} confirmed at once, "
-        f"{len(pending)} left PENDING and relayed, {total} SUCCESS"
+        f"\nweb path during a node kill: {total - len(pending)} of {total} confirmed at once, "
+        f"{len(pending)} left PENDING and relayed; {delivered_twice} delivered twice (a lost confirm), "
+        f"every job ran once"
     )
 
 
