@@ -85,6 +85,7 @@ class ClusterNode:
             interval=1,
             what=f"RabbitMQ node {self.name} to boot (logs: {self.base / 'log'})",
         )
+        self.pid = self.os_pid()
 
     def os_pid(self) -> int:
         done = self.ctl("eval", "os:getpid().")
@@ -93,8 +94,9 @@ class ClusterNode:
 
     def kill(self) -> None:
         """SIGKILL the node's Erlang VM, as a crashed host: no goodbye to the
-        other nodes, no connection closed cleanly."""
-        pid = self.os_pid()
+        other nodes, no connection closed cleanly. (Its pid is read when it
+        has booted: asking a node under load takes seconds.)"""
+        pid = self.pid
         os.kill(pid, signal.SIGKILL)
         wait_for(lambda: not Path(f"/proc/{pid}").exists(), timeout=30, what=f"node {self.name} to die")
 

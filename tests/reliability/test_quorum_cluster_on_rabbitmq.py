@@ -67,8 +67,7 @@ def relay_until_nothing_pending(published: list[int], errors: list[BaseException
 
 
 def busiest_queue_and_leader(cluster) -> tuple[str, str]:
-    via = next(node for node in cluster.nodes if node.ctl("await_startup", "--timeout", "5").returncode == 0)
-    done = via.ctl("list_queues", "name", "messages", "leader", "--no-table-headers")
+    done = cluster.nodes[-1].ctl("list_queues", "name", "messages", "leader", "--no-table-headers")
     assert done.returncode == 0, done.stderr
     rows = [line.split("\t") for line in done.stdout.splitlines()]
     kit = [(int(messages), name, leader) for name, messages, leader in rows if name.split(".")[0] in set(Queue)]
@@ -82,6 +81,8 @@ def test_three_thousand_jobs_all_succeed_when_the_node_leading_the_busiest_queue
     cluster = on_quorum_cluster
     load = 3000
     workers = [start_cluster_worker(first_node=0), start_cluster_worker(first_node=1)]
+    # Each worker logs the node it connected to: two different ones.
+    assert [f":{cluster.nodes[i].port}//" in worker.read_log() for i, worker in enumerate(workers)] == [True, True]
     queues, priorities = list(Queue), list(Priority)
     Job.objects.bulk_create(
         [
@@ -96,10 +97,10 @@ def test_three_thousand_jobs_all_succeed_when_the_node_leading_the_busiest_queue
     relay.start()
 
     wait_for(
-        lambda: by_status().get(JobStatus.SUCCESS, 0) >= load // 4,
+        lambda: by_status().get(JobStatus.SUCCESS, 0) >= load // 10,
         timeout=180,
         interval=0.5,
-        what=f"a quarter of the load to finish (now {by_status()})",
+        what=f"a tenth of the load to finish (now {by_status()})",
     )
     queue, leader = busiest_queue_and_leader(cluster)
     # What the workers hold unacknowledged at most: a consumer per lane,
