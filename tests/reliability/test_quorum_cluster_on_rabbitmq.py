@@ -4,6 +4,10 @@ while the web path publishes, priorities through the lanes, a poison
 message, countdowns and retries with backoff."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -16,7 +20,7 @@ from django_celery_results.models import TaskResult
 from jobs.models import Job, JobStatus
 from jobs.queues import Priority, Queue, QueueType, broker_queue_names, dead_letter_queue
 from jobs.services import enqueue, job_enqueue_many, outbox_relay
-from tests.helpers import WorkerProcess, wait_for
+from tests.helpers import REPO, WorkerProcess, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -301,3 +305,50 @@ def test_countdowns_and_retries_with_backoff_run_in_quorum_mode(on_quorum_cluste
     retried.refresh_from_db()
     assert (delayed.started_at - delayed.created_at).total_seconds() >= 2.5
     assert TaskResult.objects.get(task_id=str(retried.id)).result == "2"
+
+
+def test_beat_keeps_scheduling_the_relay_through_a_node_kill(
+    on_quorum_cluster, start_cluster_worker, worker_env, tmp_path
+):
+    """Beat is given every node too: after the node it publishes through
+    dies, its next runs of the outbox relay reach the broker through
+    another, and a job left PENDING is published and runs."""
+    cluster = on_quorum_cluster
+    worker = start_cluster_worker(first_node=2, queues=DEFAULT_LANES, concurrency=1)
+    env = {
+        **worker_env,
+        "CELERY_BROKER_URL": ";".join(node.url for node in cluster.nodes),
+        "JOBS_RELAY_INTERVAL_SECONDS": "1",
+    }
+    log_path = tmp_path / "beat.log"
+    with open(log_path, "ab") as log:
+        beat = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", "beat", "-l", "info", "-s", str(tmp_path / "schedule")],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def relay_runs() -> int:
+        # Not a job (it would fill the job table): counted in the worker's log.
+        return sum(1 for line in worker.read_log().splitlines() if "jobs.relay_outbox[" in line and "succeeded" in line)
+
+    try:
+        wait_for(relay_runs, timeout=90, what=f"beat's first relay run (log: {log_path})")
+        cluster.nodes[0].kill()
+        runs_at_kill = relay_runs()
+        left = Job.objects.create(task_name="jobs.noop", queue=Queue.DEFAULT.value)  # committed, never published
+        wait_for(
+            lambda: Job.objects.get(pk=left.pk).status == JobStatus.SUCCESS,
+            timeout=90,
+            what=f"a beat-run relay after the kill to publish the PENDING job (log: {log_path})",
+        )
+        assert relay_runs() > runs_at_kill
+        assert beat.poll() is None, log_path.read_text()[-3000:]
+    finally:
+        os.killpg(beat.pid, signal.SIGTERM)
+        beat.wait(timeout=30)
+        cluster.nodes[0].start()
+        cluster.nodes[0].await_startup()
