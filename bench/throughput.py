@@ -1,7 +1,9 @@
 """Throughput of tracked no-op jobs through the kit, against bare Celery (the
 limit) and the common django-celery-results default; and the kit's delivery
 policy without tracking (kit-untracked), which splits the gap to bare Celery
-into what tracking costs and what the delivery guarantees cost.
+into what tracking costs and what the delivery guarantees cost; and the kit
+in quorum mode on a three-node RabbitMQ cluster of the run's own on loopback
+(kit-quorum), which is what replication costs.
 
 Per round, each variant in turn (A/B/C/D, A/B/C/D, ...), so load from
 whatever else runs on the machine lands on all of them alike; the ratios are the
@@ -14,6 +16,7 @@ start-up, publishing and polling lag are outside the window.
 """
 
 import os
+from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -31,8 +34,9 @@ from django_celery_results.models import TaskResult  # noqa: E402
 from bench import cpu, harness  # noqa: E402
 from config.celery_app import app as kit_app  # noqa: E402
 from jobs.models import Job, JobStatus  # noqa: E402
-from jobs.queues import PRIORITY_VALUE, QUEUE_TIME_LIMITS, Priority, Queue  # noqa: E402
+from jobs.queues import PRIORITY_VALUE, QUEUE_TIME_LIMITS, Priority, Queue, QueueType, lane_name  # noqa: E402
 from jobs.services import job_enqueue_many  # noqa: E402
+from tests.reliability.rabbitmq_cluster import quorum_mode, running_cluster  # noqa: E402
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float:
@@ -67,6 +71,34 @@ class Kit:
         # state after it (jobs/tracking.py).
         window = Job.objects.aggregate(start=Min("started_at"), end=Max("finished_at"))
         return _seconds(window["start"], window["end"])
+
+
+class KitQuorum(Kit):
+    """The kit in quorum mode: the same jobs, each message replicated to a
+    majority of three RabbitMQ nodes before the broker confirms it and
+    again when it is acknowledged. The three nodes share this machine's
+    cores with everything else, so the figure is a floor for a real cluster
+    (separate hosts, with a network hop instead)."""
+
+    name = "kit-quorum"
+    meaning = (
+        "jobs.noop as kit, KIT_QUEUE_TYPE=quorum: the default queue's medium lane, a quorum queue on a "
+        "three-node RabbitMQ cluster on loopback, clients given every node"
+    )
+    queue = lane_name(Queue.DEFAULT, Priority.MEDIUM, QueueType.QUORUM)
+
+    def __init__(self, cluster):
+        self.cluster = cluster
+        self.worker_env: dict = {}
+
+    @contextmanager
+    def active(self):
+        """This process publishes, and the worker consumes, in quorum mode on
+        the cluster, for one measurement (the other variants stay classic)."""
+        with quorum_mode(self.cluster.failover_url, self.worker_env):
+            # bench/settings_kit.py sets the broker from BENCH_BROKER_URL.
+            self.worker_env["BENCH_BROKER_URL"] = self.cluster.failover_url
+            yield
 
 
 class _PlainCelery:
@@ -206,7 +238,12 @@ def run(*, quick: bool, jobs: int | None = None, rounds: int | None = None, conc
     jobs = jobs or preset["jobs"]
     rounds = rounds or preset["rounds"]
     started_at, scratch, machine = harness.prepare_run()
-    variants = {variant.name: variant for variant in (Kit(), Bare(scratch), CommonDefault(), KitUntracked(scratch))}
+    stack = ExitStack()
+    cluster = stack.enter_context(running_cluster(prefix="kitbench"))
+    variants = {
+        variant.name: variant
+        for variant in (Kit(), Bare(scratch), CommonDefault(), KitUntracked(scratch), KitQuorum(cluster))
+    }
     counts = harness.variant_counts(list(variants), jobs, slow=(CommonDefault.name,), quick=quick)
     print(
         f"{harness.describe_counts(counts)} no-op jobs per variant and round, {rounds} rounds, "
@@ -218,13 +255,16 @@ def run(*, quick: bool, jobs: int | None = None, rounds: int | None = None, conc
 
     def run_variant(name: str, round_number: int) -> float:
         log_path = scratch / f"worker-{name}-{round_number}.log"
-        seconds, cost = measure(variants[name], jobs=counts[name], concurrency=concurrency, log_path=log_path)
+        variant = variants[name]
+        with variant.active() if hasattr(variant, "active") else ExitStack():
+            seconds, cost = measure(variant, jobs=counts[name], concurrency=concurrency, log_path=log_path)
         cpu_costs[name].append(cost)
         return seconds
 
-    rates, measurements = harness.rate_rounds(
-        list(variants), rounds=rounds, count=counts, unit="jobs", measure=run_variant
-    )
+    with stack:  # the cluster stops once the rounds are over
+        rates, measurements = harness.rate_rounds(
+            list(variants), rounds=rounds, count=counts, unit="jobs", measure=run_variant
+        )
     for measurement in measurements:
         measurement["cpu_ms_per_job"] = cpu_costs[measurement["variant"]][measurement["round"] - 1]
     cpu_summary = {name: cpu.median(costs) for name, costs in cpu_costs.items()}
@@ -232,6 +272,7 @@ def run(*, quick: bool, jobs: int | None = None, rounds: int | None = None, conc
     summary = {name: harness.spread(values) for name, values in rates.items()}
     ratios = harness.kit_ratios(rates, summary, others=("bare", "common-default", "kit-untracked"))
     ratios.update(harness.kit_ratios(rates, summary, others=("bare",), kit="kit-untracked"))
+    ratios.update(harness.kit_ratios(rates, summary, others=("kit",), kit="kit-quorum"))
 
     print()
     harness.print_table([(name, summary[name]) for name in rates], unit="jobs/s")

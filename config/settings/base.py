@@ -298,6 +298,10 @@ CELERY_TIMEZONE = TIME_ZONE
 
 # Periodic tasks are editable in the admin (django-celery-beat); the entries
 # below are the kit's own and are synced into that table at beat start.
+# They are plain Celery tasks, not jobs, so their queue is named here: in
+# quorum mode the queue of their declaration (e.g. "default") is not a
+# broker queue, its lanes are, and Celery would otherwise create a classic
+# "default" queue that no worker consumes.
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # A standby beat asks for the schedule lock this often, and the running one
 # checks it still holds it (jobs/beat_lock.py).
@@ -306,23 +310,35 @@ CELERY_BEAT_SCHEDULE = {
     "jobs-relay-outbox": {
         "task": "jobs.relay_outbox",
         "schedule": env_int("JOBS_RELAY_INTERVAL_SECONDS", 10),
-        "options": {"priority": PRIORITY_VALUE[Priority.HIGH]},
+        "options": {
+            "priority": PRIORITY_VALUE[Priority.HIGH],
+            "queue": lane_name(Queue.DEFAULT, Priority.HIGH, KIT_QUEUE_TYPE),
+        },
     },
     "jobs-reap-lost": {
         "task": "jobs.reap_lost",
         "schedule": 300,
-        "options": {"priority": PRIORITY_VALUE[Priority.LOW]},
+        "options": {
+            "priority": PRIORITY_VALUE[Priority.LOW],
+            "queue": lane_name(Queue.DEFAULT, Priority.LOW, KIT_QUEUE_TYPE),
+        },
     },
     "jobs-prune": {
         "task": "jobs.prune",
         "schedule": 3600,
-        "options": {"priority": PRIORITY_VALUE[Priority.LOW]},
+        "options": {
+            "priority": PRIORITY_VALUE[Priority.LOW],
+            "queue": lane_name(Queue.DEFAULT, Priority.LOW, KIT_QUEUE_TYPE),
+        },
     },
     # Deletes report files past REPORTS_FILE_TTL_HOURS (reports/tasks.py).
     "reports-delete-expired": {
         "task": "reports.delete_expired",
         "schedule": 3600,
-        "options": {"priority": PRIORITY_VALUE[Priority.LOW]},
+        "options": {
+            "priority": PRIORITY_VALUE[Priority.LOW],
+            "queue": lane_name(Queue.REPORTS, Priority.LOW, KIT_QUEUE_TYPE),
+        },
     },
 }
 

@@ -85,6 +85,7 @@ class ClusterNode:
             interval=1,
             what=f"RabbitMQ node {self.name} to boot (logs: {self.base / 'log'})",
         )
+        self.pid = self.os_pid()
 
     def os_pid(self) -> int:
         done = self.ctl("eval", "os:getpid().")
@@ -93,8 +94,9 @@ class ClusterNode:
 
     def kill(self) -> None:
         """SIGKILL the node's Erlang VM, as a crashed host: no goodbye to the
-        other nodes, no connection closed cleanly."""
-        pid = self.os_pid()
+        other nodes, no connection closed cleanly. (Its pid is read when it
+        has booted: asking a node under load takes seconds.)"""
+        pid = self.pid
         os.kill(pid, signal.SIGKILL)
         wait_for(lambda: not Path(f"/proc/{pid}").exists(), timeout=30, what=f"node {self.name} to die")
 
@@ -153,14 +155,16 @@ class RabbitCluster:
         )
 
 
-@pytest.fixture(scope="session")
-def rabbit_cluster(real_services):
+@contextmanager
+def running_cluster(prefix: str = "kitq"):
+    """Three fresh nodes in one cluster for as long as the block runs
+    (also used by `make bench`, bench/throughput.py)."""
     # Outside pytest's own temporary folders, which only root may enter: the
     # Debian wrapper runs the server as the rabbitmq user.
     base = Path(tempfile.mkdtemp(prefix="kitcluster-"))
     os.chmod(base, 0o777)
     pid = os.getpid()
-    nodes = [ClusterNode(f"kitq{pid}{letter}@localhost", base / letter) for letter in "abc"]
+    nodes = [ClusterNode(f"{prefix}{pid}{letter}@localhost", base / letter) for letter in "abc"]
     cluster = RabbitCluster(nodes)
     began = time.monotonic()
     try:
@@ -168,12 +172,18 @@ def rabbit_cluster(real_services):
             list(pool.map(ClusterNode.start, nodes))
             list(pool.map(ClusterNode.await_startup, nodes))
         cluster.form()
-        print(f"three-node RabbitMQ cluster up in {time.monotonic() - began:.1f}s")
+        print(f"three-node RabbitMQ cluster up in {time.monotonic() - began:.1f}s", flush=True)
         yield cluster
     finally:
         with ThreadPoolExecutor(len(nodes)) as pool:
             list(pool.map(ClusterNode.stop, nodes))
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def rabbit_cluster(real_services):
+    with running_cluster() as cluster:
+        yield cluster
 
 
 def _quorum_conf() -> dict:

@@ -22,8 +22,9 @@ MANAGEMENT_PORT = {"amqp": 15672, "pyamqp": 15672, "amqps": 15671}
 
 def broker_api_url(broker_url: str) -> str | None:
     """The management API of an amqp:// broker: the same host and login, the
-    management plugin's port (https for amqps). None for other brokers."""
-    parsed = urlparse(broker_url)
+    management plugin's port (https for amqps). None for other brokers. Of a
+    failover list (a cluster: "amqp://...;amqp://..."), the first node's."""
+    parsed = urlparse(broker_url.split(";")[0])
     port = MANAGEMENT_PORT.get(parsed.scheme)
     if port is None:
         return None
