@@ -176,6 +176,8 @@ class ImageAdmin(admin.ModelAdmin):
     def _upload(self, request, data) -> list[Image]:
         files, options = data["files"], data["options"]
         try:
+            for file in files:
+                services.image_header_check(file=file)
             if len(files) == 1:
                 images = [services.image_upload(file=files[0], options=options, requested_by=request.user)]
             else:

@@ -199,6 +199,7 @@ class ImageCollection(_UploadView):
                 {"file": "Send exactly one file in the 'file' field; several go to /api/images/batches/."}
             )
         try:
+            services.image_header_check(file=files[0])
             image = services.image_upload(file=files[0], options=options, requested_by=request.user)
         except BadInput as exc:
             raise ValidationError({"file": str(exc)}) from None
@@ -231,6 +232,8 @@ class BatchCollection(_UploadView):
         """multipart/form-data: `files` (repeated), and optional options."""
         files, options = self.uploaded(request, "files")
         try:
+            for file in files:
+                services.image_header_check(file=file)
             batch = services.batch_upload(files=files, options=options, requested_by=request.user)
         except BadInput as exc:
             raise ValidationError({"files": str(exc)}) from None
