@@ -78,7 +78,8 @@ class RenditionInline(admin.TabularInline):
 
     @admin.display(description="file")
     def preview(self, rendition):
-        url = rendition.file.url
+        # The authorised download view: nothing under MEDIA_ROOT is public.
+        url = reverse("media_tasks:image-file", args=[rendition.image_id, rendition.name])
         return format_html('<a href="{}"><img src="{}" alt="" style="max-height:60px;max-width:120px"></a>', url, url)
 
 

@@ -6,13 +6,16 @@ import hashlib
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 from django.conf import settings
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import Storage
 from django.db import transaction
+from django.db.models.fields.files import FieldFile
 from django.utils import timezone
 from PIL import Image as PILImage
 
@@ -83,6 +86,31 @@ def image_header_check(*, file: File) -> imaging.ImageInfo:
         return image_validate(data=data)
     except BadInput as exc:
         raise BadInput(f"{name}: {exc}") from None
+
+
+ORIGINAL = "original"
+
+
+@dataclass(frozen=True)
+class ServedFile:
+    field: FieldFile
+    content_type: str
+    download_name: str
+
+
+def image_file(*, image: Image, name: str) -> ServedFile:
+    """The file of an image a download view sends: its original (`name`
+    "original") or the rendition of that name. BadInput if there is none.
+    Who may see it is the caller's check."""
+    stem = Path(image.original_name or str(image.id)).stem or str(image.id)
+    if name == ORIGINAL:
+        return ServedFile(image.original, "application/octet-stream", image.original_name or str(image.id))
+    rendition = image.renditions.filter(name=name).first()
+    if rendition is None:
+        raise BadInput(f"image {image.id} has no rendition named {name!r}")
+    extension = imaging.OUTPUT_FORMATS[rendition.format]
+    # JPEG -> image/jpeg, WEBP -> image/webp
+    return ServedFile(rendition.file, f"image/{rendition.format.lower()}", f"{stem}-{rendition.name}.{extension}")
 
 
 def renditions_enqueue(*, image: Image, requested_by=None) -> Job:

@@ -358,6 +358,11 @@ MEDIA_TASKS_MAX_UPLOAD_BYTES = env_int("MEDIA_TASKS_MAX_UPLOAD_BYTES", 25 * 1024
 MEDIA_TASKS_MAX_BATCH_FILES = env_int("MEDIA_TASKS_MAX_BATCH_FILES", 50)
 # A key of STORAGES; "default" is MEDIA_ROOT on the local file system.
 MEDIA_TASKS_STORAGE = env_str("MEDIA_TASKS_STORAGE", "default")
+# Originals and renditions are served only by media_tasks.api.
+# ImageFileDownload, after its access check. Set to nginx's internal
+# location (compose: /protected-media/) to have nginx send the file
+# (X-Accel-Redirect); empty: Django streams it.
+MEDIA_TASKS_X_ACCEL_REDIRECT_PREFIX = env_str("MEDIA_TASKS_X_ACCEL_REDIRECT_PREFIX", "")
 # What transparent pixels become in a JPEG.
 MEDIA_TASKS_BACKGROUND = env_str("MEDIA_TASKS_BACKGROUND", "#ffffff")
 # Watermark images a request may name: {"name": "/path/to/logo.png"}.
