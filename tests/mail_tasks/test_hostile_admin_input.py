@@ -80,3 +80,11 @@ def test_a_search_term_with_a_nul_is_no_500(admin_client, model, term):
     response = admin_client.get(f"/admin/{model}/", {"q": term})
 
     assert response.status_code in (200, 400)
+
+
+@pytest.mark.parametrize("object_id", ["abc", "1", "not-a-uuid", "%00", "00000000-0000-0000-0000-000000000000"])
+@pytest.mark.parametrize("action", ["retry", "cancel"])
+def test_a_job_admin_button_with_an_id_that_is_not_a_job_is_a_404(admin_client, object_id, action):
+    response = admin_client.post(f"/admin/jobs/job/{object_id}/{action}/")
+
+    assert response.status_code == 404
