@@ -88,3 +88,36 @@ def test_a_job_admin_button_with_an_id_that_is_not_a_job_is_a_404(admin_client, 
     response = admin_client.post(f"/admin/jobs/job/{object_id}/{action}/")
 
     assert response.status_code == 404
+
+
+def test_a_row_whose_subject_renders_hostile_fails_alone_when_the_batch_is_sent(admin_client, smtp_server, settings):
+    import uuid
+
+    from mail_tasks import delivery
+
+    server = smtp_server()
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", server.port
+    csv = (
+        "email,name\n"
+        "ann@example.com,Ann\n"
+        "vt@example.com,Vi\x0bBcc: x@example.com\n"
+        "esc@example.com,Ed\x1b[2J\n"
+        f"long@example.com,{'L' * 1000}\n"
+        "fay@example.com,Fay\n"
+    ).encode()
+    assert upload(admin_client, csv, batch_size="10").status_code == 302
+    campaign = Campaign.objects.get()
+
+    delivery.batch_send(campaign_id=campaign.pk, batch=0, job_id=str(uuid.uuid4()), final_attempt=False)
+
+    statuses = dict(campaign.messages.values_list("to", "status"))
+    assert statuses == {
+        "ann@example.com": MessageStatus.SENT,
+        "fay@example.com": MessageStatus.SENT,
+        "vt@example.com": MessageStatus.FAILED,
+        "esc@example.com": MessageStatus.FAILED,
+        "long@example.com": MessageStatus.FAILED,
+    }
+    errors = campaign.messages.filter(status=MessageStatus.FAILED).values_list("last_error", flat=True)
+    assert all("subject" in error for error in errors), list(errors)
+    assert sorted(r.rcpt_tos[0] for r in server.handler.received) == ["ann@example.com", "fay@example.com"]
