@@ -83,8 +83,8 @@ def test_flower_refuses_a_host_header_that_is_not_its_own_even_with_the_login(fl
     """A page on another site that points its own name at 127.0.0.1 (DNS
     rebinding) sends its own Host header: Flower answers it nothing."""
 
-    def get(host_header: str) -> int:
-        request = urllib.request.Request(f"{flower.url}/api/workers", headers={"Host": host_header})
+    def get(host_header: str, path: str = "/api/workers") -> int:
+        request = urllib.request.Request(f"{flower.url}{path}", headers={"Host": host_header})
         request.add_header("Authorization", "Basic " + base64.b64encode(":".join(FLOWER_LOGIN).encode()).decode())
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
@@ -93,5 +93,7 @@ def test_flower_refuses_a_host_header_that_is_not_its_own_even_with_the_login(fl
             return error.code
 
     assert get(host) == 400
+    assert get(host, "/") == 400
+    assert get(host, "/healthcheck") == 200  # probes carry their own Host; it says only "OK"
     assert get(f"localhost:{flower.port}") == 200
     assert get(f"127.0.0.1:{flower.port}") == 200

@@ -118,6 +118,7 @@ def flower_login_ensure() -> FlowerLogin:
 # its own name at 127.0.0.1 (DNS rebinding).
 ALLOWED_HOSTS_ENV = "FLOWER_ALLOWED_HOSTS"
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+HEALTHCHECK_PATH = "/healthcheck"
 
 
 def allowed_hosts(address: str) -> set[str]:
@@ -145,7 +146,9 @@ def host_check_install(allowed: set[str]) -> None:
     unchecked = Flower.find_handler
 
     def find_handler(self, request, **kwargs):
-        if host_name(request.host or "") not in allowed:
+        # /healthcheck says only "OK", and probes (a kubelet's carries the
+        # pod's IP as its Host) must reach it.
+        if request.path != HEALTHCHECK_PATH and host_name(request.host or "") not in allowed:
             return self.get_handler_delegate(request, ErrorHandler, {"status_code": 400})
         return unchecked(self, request, **kwargs)
 
