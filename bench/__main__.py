@@ -1,4 +1,5 @@
-"""python -m bench [throughput|tracking|enqueue|latency|priorities|memory|images|mail|reports|all] [--quick]
+"""python -m bench [throughput|peers|tracking|enqueue|latency|priorities|memory|images|mail|reports|search|all]
+                   [--quick]
 
 Needs PostgreSQL and RabbitMQ on loopback (DESIGN.md, "The machine"). Each
 benchmark runs the kit beside its baselines in the same run and prints
@@ -12,7 +13,19 @@ import subprocess
 import sys
 import time
 
-BENCHMARKS = ["throughput", "tracking", "enqueue", "latency", "priorities", "memory", "images", "mail", "reports"]
+BENCHMARKS = [
+    "throughput",
+    "peers",
+    "tracking",
+    "enqueue",
+    "latency",
+    "priorities",
+    "memory",
+    "images",
+    "mail",
+    "reports",
+    "search",
+]
 
 
 def main() -> None:

@@ -20,8 +20,7 @@ from pathlib import Path
 PARTS = ("worker main", "worker children", "postgresql", "rabbitmq")
 
 # What the kernel names the server processes (/proc/PID/comm).
-_POSTGRESQL = "postgres"
-_RABBITMQ = "beam.smp"
+SERVERS = {"postgresql": "postgres", "rabbitmq": "beam.smp", "redis": "redis-server"}
 
 _TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 
@@ -56,26 +55,110 @@ def process_seconds(pid: int) -> float:
     return process.own
 
 
-def snapshot(worker_pid: int) -> dict[str, float]:
-    """CPU seconds so far of each of PARTS, for the worker with this pid."""
+@dataclass(frozen=True)
+class Snapshot:
+    """CPU seconds so far of each process of interest, under the part of the
+    stack it belongs to: (pid, part) -> (seconds, parent pid)."""
+
+    parts: tuple[str, ...]
+    seconds: dict[tuple[int, str], tuple[float, int]]
+
+    def __getitem__(self, part: str) -> float:
+        return sum(seconds for (_, of), (seconds, _) in self.seconds.items() if of == part)
+
+
+def snapshot(
+    *worker_pids: int, servers: tuple[str, ...] = ("postgresql", "rabbitmq"), databases: tuple[str, ...] | None = None
+) -> Snapshot:
+    """CPU seconds so far of the worker processes with these pids ("worker
+    main"), of all their descendants ("worker children": a prefork pool, a
+    cluster's sentinel and workers, a child forked per job), and of the
+    processes of each of the `servers` (keys of SERVERS). With `databases`,
+    PostgreSQL counts only what serves them (_postgresql_share), so that
+    other users of a shared server stay out; a backend that closes between
+    two snapshots is then not counted (it undercounts a client that opens a
+    connection per job)."""
     processes = [p for path in Path("/proc").glob("[0-9]*/stat") if (p := _read(path)) is not None]
-    totals = dict.fromkeys(PARTS, 0.0)
+    roots = set(worker_pids)
+    children: dict[int, list[_Process]] = {}
     for process in processes:
-        if process.pid == worker_pid:
-            totals["worker main"] += process.own
-            totals["worker children"] += process.reaped_children
-        elif process.parent == worker_pid:
-            totals["worker children"] += process.own + process.reaped_children
-        elif process.name == _POSTGRESQL:
-            totals["postgresql"] += process.own + process.reaped_children
-        elif process.name == _RABBITMQ:
-            totals["rabbitmq"] += process.own + process.reaped_children
-    return totals
+        children.setdefault(process.parent, []).append(process)
+    seconds: dict[tuple[int, str], tuple[float, int]] = {}
+    for process in processes:
+        if process.pid in roots:
+            seconds[process.pid, "worker main"] = (process.own, process.parent)
+            seconds[process.pid, "worker children"] = (process.reaped_children, process.parent)
+            pending = list(children.get(process.pid, ()))
+            while pending:
+                descendant = pending.pop()
+                seconds[descendant.pid, "worker children"] = (
+                    descendant.own + descendant.reaped_children,
+                    descendant.parent,
+                )
+                pending.extend(children.get(descendant.pid, ()))
+    for process in processes:
+        for server in servers:
+            if process.name != SERVERS[server] or (process.pid, "worker children") in seconds:
+                continue
+            if server == "postgresql" and databases is not None:
+                if (counted := _postgresql_share(process, databases)) is not None:
+                    seconds[process.pid, server] = (counted, process.parent)
+            else:
+                seconds[process.pid, server] = (process.own + process.reaped_children, process.parent)
+    return Snapshot(("worker main", "worker children", *servers), seconds)
 
 
-def per_item_ms(before: dict[str, float], after: dict[str, float], items: int) -> dict[str, float]:
-    """Milliseconds of CPU per item for each part, and their total."""
-    costs = {part: 1000 * (after[part] - before[part]) / items for part in PARTS}
+# PostgreSQL's own processes, which work for every database (the WAL writer
+# flushes every commit), as their titles name them.
+_POSTGRESQL_SHARED = {
+    "checkpointer",
+    "background writer",
+    "walwriter",
+    "autovacuum launcher",
+    "logical replication launcher",
+    "archiver",
+    "stats collector",
+}
+
+
+def _postgresql_share(process: _Process, databases: tuple[str, ...]) -> float | None:
+    """CPU seconds of a PostgreSQL process that count for work on
+    `databases`, from its title ("postgres: 15/main: USER DATABASE HOST
+    STATE"): a backend of one of them, or a shared server process; the
+    postmaster's own time (it forks every backend) but not the backends it
+    reaped, which on a shared server are mostly other people's. None: a
+    backend of another database."""
+    try:
+        title = Path(f"/proc/{process.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return None
+    if not title.startswith("postgres: "):
+        return process.own  # the postmaster
+    rest = title.split(": ", 2)[-1]
+    words = rest.split()
+    if rest in _POSTGRESQL_SHARED or (len(words) >= 2 and (words[1] in databases or words[-1] in databases)):
+        return process.own + process.reaped_children
+    return None
+
+
+def per_item_ms(before: Snapshot, after: Snapshot, items: int) -> dict[str, float]:
+    """Milliseconds of CPU per item for each part, and their total.
+
+    Process by process, so that what others run on a shared machine does not
+    leak in: a process that exited in between counts through the parent
+    that reaped it (a PostgreSQL backend through the postmaster, a pool
+    child through the worker), and a process that appeared counts only if it
+    belongs to the workers or was forked by a server (a new PostgreSQL
+    backend), never, say, another user's `rabbitmqctl`, whose Erlang VM
+    is also named beam.smp."""
+    costs = dict.fromkeys(after.parts, 0.0)
+    started = {pid for pid, _ in before.seconds}
+    for (pid, part), (seconds, parent) in after.seconds.items():
+        if (pid, part) in before.seconds:
+            costs[part] += seconds - before.seconds[pid, part][0]
+        elif part.startswith("worker") or parent in started:
+            costs[part] += seconds
+    costs = {part: 1000 * value / items for part, value in costs.items()}
     return {**costs, "total": sum(costs.values())}
 
 

@@ -157,11 +157,21 @@ class CommonDefault(_PlainCelery):
         return _seconds(window["start"], window["end"])
 
 
-def measure(variant, *, jobs: int, concurrency: int, log_path: Path) -> tuple[float, dict[str, float]]:
+def measure(
+    variant,
+    *,
+    jobs: int,
+    concurrency: int,
+    log_path: Path,
+    servers: tuple[str, ...] = ("postgresql", "rabbitmq"),
+    databases: tuple[str, ...] | None = None,
+) -> tuple[float, dict[str, float]]:
     """Seconds the variant's worker took to run `jobs` pre-published jobs,
-    and the CPU milliseconds each part of the stack spent per job meanwhile
-    (bench.cpu; from the moment the idle worker was told to consume until
-    the last job was seen finished)."""
+    and the CPU milliseconds each part of the stack (the worker, and the
+    `servers` of bench.cpu.SERVERS; PostgreSQL only for `databases`, if
+    given) spent per job meanwhile (from the
+    moment the idle worker was told to consume until the last job was seen
+    finished)."""
     harness.empty_job_tables()
     variant.publish(jobs)
     with harness.Worker(
@@ -179,11 +189,11 @@ def measure(variant, *, jobs: int, concurrency: int, log_path: Path) -> tuple[fl
             return variant.finished() >= jobs
 
         worker.wait_until_up(variant.app)
-        before = cpu.snapshot(worker.process.pid)
+        before = cpu.snapshot(worker.process.pid, servers=servers, databases=databases)
         worker.consume(variant.app)
         # Generous: even the slowest variant runs more than 20 jobs a second.
         harness.wait_until(drained, timeout=60 + jobs / 20, what=f"{variant.name} to run {jobs} jobs ({log_path})")
-        after = cpu.snapshot(worker.process.pid)
+        after = cpu.snapshot(worker.process.pid, servers=servers, databases=databases)
     return variant.seconds(jobs), cpu.per_item_ms(before, after, jobs)
 
 

@@ -20,6 +20,7 @@ from django_celery_results.backends.database import DatabaseBackend
 
 from jobs.models import Job
 from jobs.tracking import cached_statement, is_job_id, job_outcome_values, job_update_sql, run_tracking_statement
+from upstream.celery_results import extended_properties, request_meta
 
 _UPDATED_ON_CONFLICT = [
     "status",
@@ -47,16 +48,18 @@ class TrackedDatabaseBackend(DatabaseBackend):
         # broken connection, so the next attempt opens a new one.
         return isinstance(exc, (InterfaceError, OperationalError))
 
+    # _store_result is Celery's hook for a backend's write (BaseBackend.store_result
+    # calls it); the stock DatabaseBackend implements it too.
     def _store_result(self, task_id, result, status, traceback=None, request=None, using=None):
         content_type, content_encoding, encoded_result = self.encode_content(result)
         meta = {
-            **self._get_meta_from_request(request),
+            **request_meta(self, request),
             "children": self.current_task_children(request),
         }
         _, _, encoded_meta = self.encode_content(meta)
         now = timezone.now()
         values = {
-            **self._get_extended_properties(request, traceback),
+            **extended_properties(self, request, traceback),
             "task_id": task_id,
             "status": status,
             "result": encoded_result,

@@ -1,8 +1,8 @@
 """The base class every tracked task uses, and the decorator that applies it.
 
-    @job_task(name="media_tasks.thumbnail_create", queue=Queue.IMAGES,
-              transient_errors=(OSError,), public=True)
-    def thumbnail_create(self, image_id: int) -> dict:
+    @job_task(name="media_tasks.renditions_create", queue=Queue.IMAGES,
+              transient_errors=(TransientError,))
+    def renditions_create(self, image_id: str) -> dict:
         self.progress(10, "decoding")
         ...
 
@@ -12,7 +12,11 @@ BadInput for input that can never work (fails at once, no retry); the
 else fails the job.
 """
 
+from __future__ import annotations
+
+import re
 import time
+from collections.abc import Callable, Sequence
 
 from celery import Task, shared_task
 from celery.exceptions import Ignore, Reject
@@ -20,17 +24,29 @@ from celery.result import AsyncResult
 from django.db import InterfaceError, OperationalError
 
 from jobs.exceptions import UnsupportedOption
+from jobs.models import Job
 from jobs.queues import DEFAULT_RETRY_POLICY, MAX_PRIORITY, PRIORITY_VALUE, Priority, Queue, RetryPolicy
+from jobs.services import job_enqueue
 from jobs.tracking import StartOutcome, job_mark_started, job_report_progress
 
 # How long a worker child that cannot reach the database waits before it
 # hands the job it received back to the broker.
 DATABASE_DOWN_PAUSE_SECONDS = 1.0
+# The 28 binary digits Celery's native delayed delivery puts before the
+# routing key of a message it delays (kombu.transport.native_delayed_delivery).
+_DELAY_PREFIX = re.compile(r"^(?:[01]\.){28}")
 
 
 class JobTask(Task):
+    # How jobs.registry tells tracked tasks from plain Celery ones.
+    is_job_task = True
     # May be enqueued over the HTTP API by a user with jobs.add_job.
     public: bool = False
+    # Called with this task's new Job rows, in the transaction that inserts
+    # them, however they are created (one, many, a retry): how a domain
+    # object (an image, a report run) keeps pointing at its newest job.
+    # Declared with job_task(on_created=...).
+    on_created: Callable[[Sequence[Job]], None] | None = None
     # f(*args, **kwargs) raising BadInput for values the task must not take
     # (a sleep of a year): the API answers 400 with it, and the worker fails
     # a job that got past it (enqueued from code) before running it.
@@ -56,6 +72,20 @@ class JobTask(Task):
             self.argument_check(*args, **kwargs)
         return self.run(*args, **kwargs)
 
+    def signature_from_request(self, request=None, args=None, kwargs=None, queue=None, **extra_options):
+        """A retry goes back to the queue its message came from. Celery finds
+        it for a direct exchange (classic mode) by itself; on the quorum
+        mode's topic exchange it would fall back to the task's own `queue`
+        (a kit queue, not one of its priority lanes) and declare a stray
+        queue of that name. The lane is the delivery's routing key, without
+        the delay prefix native delayed delivery adds to a retried message."""
+        request = self.request if request is None else request
+        routing_key = (request.delivery_info or {}).get("routing_key") or ""
+        lane = _DELAY_PREFIX.sub("", routing_key, count=1)
+        if queue is None and lane in self.app.amqp.queues:
+            queue = lane
+        return super().signature_from_request(request, args, kwargs, queue=queue, **extra_options)
+
     def progress(self, percent: int, message: str = "") -> None:
         """Record how far the job is (0-100) and what it is doing now."""
         if self.request.id:
@@ -72,8 +102,6 @@ class JobTask(Task):
             if not _is_republish_of_a_job(task_id):
                 raise UnsupportedOption(CANVAS_REFUSAL.format(task=self.name))
             return super().apply_async(args, kwargs, task_id=task_id, **options)
-        from jobs.services import job_enqueue
-
         job = job_enqueue(
             task_name=self.name, args=list(args or ()), kwargs=dict(kwargs or {}), **_job_options(self.name, options)
         )
@@ -96,8 +124,6 @@ _BEAT_HEADERS = {"celery_beat_task", "periodic_task_name"}
 
 
 def _is_republish_of_a_job(task_id) -> bool:
-    from jobs.models import Job
-
     return Job.objects.filter(pk=task_id).exists()
 
 
@@ -165,6 +191,7 @@ def job_task(
     transient_errors: tuple[type[BaseException], ...] = (),
     public: bool = False,
     retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+    on_created: Callable[[Sequence[Job]], None] | None = None,
     argument_check=None,
     **celery_options,
 ):
@@ -177,6 +204,8 @@ def job_task(
         bind=True,
         queue=queue.value,
         public=public,
+        # A plain function would become a method of the task class.
+        on_created=staticmethod(on_created) if on_created else None,
         argument_check=staticmethod(argument_check) if argument_check else None,
         autoretry_for=transient_errors,
         max_retries=retry_policy.max_retries,

@@ -90,6 +90,11 @@ class Job(models.Model):
     queued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    resolved_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When a person discarded this failure: it leaves the default failure views.",
+    )
 
     class Meta:
         ordering = ["-created_at"]

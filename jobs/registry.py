@@ -4,12 +4,17 @@ Every task declared with @job_task is registered with Celery under its
 explicit name; this module is the one place that looks them up.
 """
 
+from __future__ import annotations
+
 from functools import cache
+from typing import TYPE_CHECKING
 
 from celery import current_app
 
-from jobs.base_task import JobTask
 from jobs.exceptions import UnknownTask
+
+if TYPE_CHECKING:
+    from jobs.base_task import JobTask
 
 
 @cache
@@ -22,7 +27,9 @@ def _import_task_modules() -> None:
 def job_tasks() -> dict[str, JobTask]:
     _import_task_modules()
     tasks = current_app.tasks
-    return {name: task for name, task in sorted(tasks.items()) if isinstance(task, JobTask)}
+    # JobTask.is_job_task, read by name: the task class's module imports the
+    # services, which import this one, so this one must not import it.
+    return {name: task for name, task in sorted(tasks.items()) if getattr(task, "is_job_task", False) is True}
 
 
 def get_job_task(name: str) -> JobTask:

@@ -8,7 +8,6 @@ import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from functools import partial
 from itertools import islice
 from typing import Any
 
@@ -22,9 +21,10 @@ from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from jobs.exceptions import BadInput, UnknownTask
 from jobs.models import ACTIVE_STATUSES, CANCELLABLE_STATUSES, RETRYABLE_STATUSES, Job, JobStatus
-from jobs.queues import PRIORITY_VALUE, QUEUE_TIME_LIMITS, Priority, Queue
+from jobs.queues import PRIORITY_VALUE, QUEUE_TIME_LIMITS, Priority, Queue, lane_name
 from jobs.registry import get_job_task
 from jobs.tracking import relaxed_durability, run_tracking_statement
+from upstream.amqp import pipeline_confirms
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,8 @@ def job_enqueue(
 
     If the broker is unreachable at commit the job stays PENDING and the
     outbox relay publishes it (invariant 1). With a `unique_key`, while a job
-    with that key is active the existing job is returned instead.
+    with that key is active the existing job is returned instead. `queue`
+    overrides the task's own (Django's Tasks API chooses it per call).
     """
     if countdown is not None:
         eta = timezone.now() + timedelta(seconds=countdown)
@@ -84,12 +85,13 @@ def job_enqueue(
         queue=queue,
     )
     try:
-        if transaction.get_connection().in_atomic_block:
+        if transaction.get_connection().in_atomic_block or _announced(job):
             # A savepoint, so a duplicate unique_key does not spoil the
             # caller's transaction; the partial unique index makes this
-            # race-free.
+            # race-free. The task's on_created hook writes in it too.
             with transaction.atomic():
                 job.save(force_insert=True)
+                _announce_created([job])
         else:
             job.save(force_insert=True)  # one statement, its own transaction
     except IntegrityError:
@@ -109,7 +111,7 @@ def job_enqueue(
                 queue=queue,
             )
         return existing
-    transaction.on_commit(partial(job_publish, job), robust=True)
+    transaction.on_commit(lambda: job_publish(job), robust=True)
     return job
 
 
@@ -123,7 +125,7 @@ def enqueue(
     requested_by=None,
     **kwargs,
 ) -> Job:
-    """Shorthand: enqueue(thumbnail_create, image.id, priority="high").
+    """Shorthand: enqueue(renditions_create, image.id, priority="high").
 
     `task` is a task or its name. A task whose own keyword arguments are
     named like the options here goes through job_enqueue instead.
@@ -162,7 +164,8 @@ def _send(job: Job, **options) -> None:
         args=job.args,
         kwargs=job.kwargs,
         task_id=str(job.id),
-        queue=job.queue,
+        # The queue itself (classic) or its priority lane (quorum).
+        queue=lane_name(job.queue, job.priority, settings.KIT_QUEUE_TYPE),
         priority=PRIORITY_VALUE[Priority(job.priority)],
         eta=job.eta if job.eta and job.eta > timezone.now() else None,
         soft_time_limit=task.soft_time_limit or limits.soft,
@@ -229,6 +232,10 @@ class _Confirms:
         self._lowest_unsettled = 1
 
     def _settle(self, tag: int, multiple: bool, outcome: int) -> None:
+        if tag >= len(self.outcome):
+            # More messages than jobs: a task-sent event per job (Flower's
+            # CELERY_TASK_SEND_SENT_EVENT) goes out on the same channel.
+            self.outcome.extend(bytes(tag + 1 - len(self.outcome)))
         tags = range(self._lowest_unsettled, tag + 1) if multiple else (tag,)
         for each in tags:
             if not self.outcome[each]:
@@ -244,7 +251,7 @@ class _Confirms:
         self._settle(tag, multiple, self.NACKED)
 
     def acked(self, tag: int) -> bool:
-        return self.outcome[tag] == self.ACKED
+        return tag < len(self.outcome) and self.outcome[tag] == self.ACKED
 
 
 def _publish_awaiting_confirms_once(jobs: list[Job], confirmed: list[Job]) -> None:
@@ -265,24 +272,28 @@ def _publish_awaiting_confirms_once(jobs: list[Job], confirmed: list[Job]) -> No
             return
         channel = conn.channel()
         confirms = _Confirms(expected=len(jobs))
+        # The delivery tag of each job's task message: a job may publish a
+        # task-sent event after it (CELERY_TASK_SEND_SENT_EVENT), so tags
+        # are counted, not assumed one per job.
+        job_tags: list[int] = []
         try:
-            channel.confirm_select()
-            # py-amqp's confirming publish waits for each confirm; its plain
-            # one does not, on a channel that is in confirm mode all the same.
-            channel._confirm_selected = True
-            channel.basic_publish = channel._basic_publish
+            # Confirms are counted together below, not waited for per message.
+            published = pipeline_confirms(channel)
             channel.events["basic_ack"].add(confirms.on_ack)
             channel.events["basic_nack"].add(confirms.on_nack)
             producer = current_app.amqp.Producer(channel, auto_declare=False)
             for job in jobs:
+                job_tags.append(published.count + 1)
                 _send(job, producer=producer, retry=False)
             deadline = time.monotonic() + _CONFIRM_TIMEOUT_SECONDS
-            while confirms.settled < len(jobs):
+            while confirms.settled < published.count:
                 if (remaining := deadline - time.monotonic()) <= 0:
-                    raise TimeoutError(f"The broker confirmed {confirms.settled} of {len(jobs)} messages in time.")
+                    raise TimeoutError(
+                        f"The broker confirmed {confirms.settled} of {published.count} messages in time."
+                    )
                 conn.drain_events(timeout=remaining)
         finally:
-            confirmed += [job for tag, job in enumerate(jobs, start=1) if confirms.acked(tag)]
+            confirmed += [job for tag, job in zip(job_tags, jobs, strict=False) if confirms.acked(tag)]
             try:
                 channel.close()
             except _PUBLISH_ERRORS:
@@ -344,6 +355,21 @@ def _new_job(
     )
 
 
+def _announced(job: Job) -> bool:
+    """Whether the job's task declared an on_created hook (jobs.base_task)."""
+    return get_job_task(job.task_name).on_created is not None
+
+
+def _announce_created(jobs: Sequence[Job]) -> None:
+    """Hand new rows to their task's on_created hook, one call per task."""
+    by_task: dict[str, list[Job]] = {}
+    for job in jobs:
+        by_task.setdefault(job.task_name, []).append(job)
+    for task_name, created in by_task.items():
+        if (hook := get_job_task(task_name).on_created) is not None:
+            hook(created)
+
+
 def _insert_and_publish_together(jobs: list[Job]) -> None:
     """Insert the rows a thousand per statement in the caller's transaction;
     publish them together once it commits (jobs_publish_many)."""
@@ -351,7 +377,9 @@ def _insert_and_publish_together(jobs: list[Job]) -> None:
         return
     with transaction.atomic():
         Job.objects.bulk_create(jobs, batch_size=_IDS_PER_STATEMENT)
-    transaction.on_commit(partial(jobs_publish_many, jobs), robust=True)
+        _announce_created(jobs)
+    # A function, not a partial: Django names it when it logs a failure.
+    transaction.on_commit(lambda: jobs_publish_many(jobs), robust=True)
 
 
 def outbox_relay(*, grace_seconds: int | None = None, batch_size: int = 100) -> int:
@@ -432,6 +460,8 @@ def job_retry(*, job: Job, requested_by=None) -> Job:
         args=job.args,
         kwargs=job.kwargs,
         priority=job.priority,
+        # The queue it ran on: apply_async(queue=...) and Django tasks
+        # (jobs.django_tasks) may choose one other than the task's default.
         queue=job.queue,
         # The key still guards the work: a retry of a retry while the
         # first one is active returns it instead of running twice.
@@ -588,5 +618,7 @@ def jobs_prune(*, older_than: timedelta | None = None, batch_size: int = 5000) -
         ids = list(TaskResult.objects.filter(date_done__lt=cutoff).values_list("id", flat=True)[:batch_size])
         if not ids:
             break
-        TaskResult.objects.filter(id__in=ids)._raw_delete(TaskResult.objects.db)
+        # Nothing cascades from TaskResult and nothing listens to its deletes,
+        # so Django deletes these with one DELETE, collecting nothing.
+        TaskResult.objects.filter(id__in=ids).delete()
     return deleted

@@ -1,7 +1,7 @@
 """Celery signal wiring of the job core: database connections in workers.
 
 Celery's Django fixup closes every connection before and after each task
-unless CELERY_DB_REUSE_MAX is set (Celery reverted honouring CONN_MAX_AGE,
+unless CELERY_DB_REUSE_MAX is set (upstream/celery.py) (Celery reverted honouring CONN_MAX_AGE,
 celery/celery#9824); a new PostgreSQL connection per task is what makes the
 common setup slow. The settings set CELERY_DB_REUSE_MAX high, and this
 handler applies Django's own rules instead (CONN_MAX_AGE, dropping broken
@@ -11,6 +11,8 @@ connections), minus the health check's probe before every task.
 from celery import states
 from celery.signals import task_postrun
 from django.db import connections
+
+from upstream.django_db import skip_next_health_check
 
 
 @task_postrun.connect(dispatch_uid="jobs.release_database_connections")
@@ -23,7 +25,7 @@ def release_database_connections(state=None, **kwargs) -> None:
             # next task's first statement is job_mark_started, which replaces
             # a connection the database dropped meanwhile and runs again
             # (jobs.tracking.run_tracking_statement).
-            connection.health_check_done = True
+            skip_next_health_check(connection)
         return
     # A failed task may have been interrupted mid-query (a soft time limit is
     # an exception raised wherever the code happens to be), leaving the

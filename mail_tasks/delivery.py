@@ -19,13 +19,14 @@ from dataclasses import asdict, dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import router, transaction
 from django.db.models import F, Q, prefetch_related_objects
 from django.utils import timezone
 
 from jobs.exceptions import BadInput
 from jobs.queues import QUEUE_TIME_LIMITS, Queue
 from jobs.services import job_enqueue
+from jobs.tracking import cached_statement, run_tracking_statement
 from mail_tasks import ratelimit
 from mail_tasks.models import Campaign, CampaignStatus, MessageStatus, OutboundMessage
 from mail_tasks.rendering import MailTemplate, Rendered, address_domain
@@ -121,15 +122,28 @@ def _record(message: OutboundMessage, *, status: str, attempted: bool = True, **
 
 
 def _mark_sent(message: OutboundMessage, *, response: str, subject: str) -> None:
-    """_record(status=SENT) as plain SQL: this runs once per message sent,
-    and building the ORM's UPDATE costs more than the database's work."""
-    table = connection.ops.quote_name(OutboundMessage._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET status = %s, smtp_response = %s, sent_at = %s, subject = %s,"
-            " attempts = attempts + 1, claimed_by = NULL, claimed_until = NULL WHERE id = %s",
-            [MessageStatus.SENT.value, response, timezone.now(), subject[:998], message.pk],
+    """_record(status=SENT), the app's one hand-written statement: it runs
+    once per message sent, and compiling the ORM's UPDATE cost more than the
+    database's work. Written once and bound on the server like the job
+    core's tracking statements (jobs.tracking), its values prepared by the
+    model's own fields. Never relaxed: a SENT that a crash forgot would send
+    the message again."""
+    fields = [OutboundMessage._meta.get_field(name) for name in ("status", "smtp_response", "sent_at", "subject")]
+
+    def write(connection) -> str:
+        quote = connection.ops.quote_name
+        assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
+        return (
+            f"UPDATE {quote(OutboundMessage._meta.db_table)} SET {assignments},"
+            " attempts = attempts + 1, claimed_by = NULL, claimed_until = NULL WHERE id = %s"
         )
+
+    def build(connection) -> tuple[str, list]:
+        values = [MessageStatus.SENT.value, response, timezone.now(), subject[:998]]
+        params = [field.get_db_prep_save(value, connection) for field, value in zip(fields, values, strict=True)]
+        return cached_statement(connection, ("mail_mark_sent",), write), [*params, message.pk]
+
+    run_tracking_statement(build, using=router.db_for_write(OutboundMessage))
 
 
 class _Renderer:

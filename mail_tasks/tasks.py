@@ -7,9 +7,15 @@ import uuid
 from django.conf import settings
 
 from jobs.base_task import job_task
+from jobs.django_tasks import transient_errors
 from jobs.exceptions import TransientError
 from jobs.queues import Queue, RetryPolicy
 from mail_tasks import delivery
+
+try:
+    from django.tasks import task
+except ImportError:  # Django before 6.0: the django-tasks backport
+    from django_tasks import task
 
 # 4xx answers mean throttling or greylisting, which last minutes: the first
 # retry waits up to MAIL_RETRY_BACKOFF_SECONDS, doubling up to an hour.
@@ -38,6 +44,18 @@ def _final_attempt(task) -> bool:
 def message_send(self, message_id: int) -> dict:
     """Send one stored message (transactional email), at most once."""
     return delivery.message_send(message_id=message_id, job_id=_job_id(self), final_attempt=_final_attempt(self))
+
+
+# The same send written with Django's Tasks API (jobs/django_tasks.py): a
+# plain function, enqueued with `message_deliver.enqueue(message.pk)`, run by
+# the same workers with the same guarantees. Its job's task name is its
+# module path, "mail_tasks.tasks.message_deliver". The README shows the two
+# side by side.
+@task(queue_name=Queue.EMAIL.value, priority=50, takes_context=True)  # priority > 0: the kit's "high"
+@transient_errors(TransientError, retry_policy=MAIL_RETRY_POLICY)
+def message_deliver(context, message_id: int) -> dict:
+    """Send one stored message (transactional email), at most once."""
+    return delivery.message_send(message_id=message_id, job_id=context.job_id, final_attempt=context.final_attempt)
 
 
 @job_task(

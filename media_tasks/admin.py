@@ -17,8 +17,9 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
-from jobs.admin import job_link, status_badge
+from jobs.admin import job_status_filter
 from jobs.exceptions import BadInput
+from jobs.subject_admin import FollowsJobAdminMixin
 from media_tasks import services
 from media_tasks.conf import OUTPUT_FORMATS, POSITIONS, QUALITY_RANGE, WATERMARK_TEXT_MAX, Options, Watermark
 from media_tasks.models import Image, ImageBatch, Rendition
@@ -84,7 +85,7 @@ class RenditionInline(admin.TabularInline):
 
 
 @admin.register(Image)
-class ImageAdmin(admin.ModelAdmin):
+class ImageAdmin(FollowsJobAdminMixin, admin.ModelAdmin):
     list_display = [
         "__str__",
         "status_column",
@@ -95,7 +96,7 @@ class ImageAdmin(admin.ModelAdmin):
         "requested_by",
         "created_at",
     ]
-    list_filter = ["job__status", "format", "created_at"]
+    list_filter = [job_status_filter("job__status"), "format", "created_at"]
     list_select_related = ["job", "requested_by"]
     search_fields = ["original_name"]
     fields = readonly_fields = [
@@ -124,18 +125,6 @@ class ImageAdmin(admin.ModelAdmin):
 
     def has_regenerate_permission(self, request):
         return request.user.has_perm(f"{self.opts.app_label}.change_image")
-
-    @admin.display(description="status")
-    def status_column(self, image):
-        return status_badge(image.job) if image.job else "-"
-
-    @admin.display(description="job")
-    def job_column(self, image):
-        return job_link(image.job) if image.job else "-"
-
-    @admin.display(description="error")
-    def error(self, image):
-        return (image.job.error if image.job else "") or "-"
 
     @admin.display(description="size")
     def dimensions(self, image):

@@ -165,9 +165,18 @@ class _UploadView(APIView):
     parser_classes = [MultiPartParser]
     max_files = 1
 
+    def initialize_request(self, request, *args, **kwargs) -> Request:
+        # On Django's request, before DRF wraps it: the size limit must be in
+        # place before anything reads the body (a session login's CSRF check
+        # does, during authentication).
+        if request.method == "POST":
+            self.size_limit = _FileSizeLimit(request, settings.MEDIA_TASKS_MAX_UPLOAD_BYTES)
+            request.upload_handlers = [self.size_limit, *request.upload_handlers]
+        return super().initialize_request(request, *args, **kwargs)
+
     def initial(self, request: Request, *args, **kwargs) -> None:
-        # Before authentication: a session login's CSRF check reads the body,
-        # and the size limits must be in place before anything reads it.
+        # Before authentication, for the same reason: refuse a body that is
+        # too large by its declared length before reading any of it.
         if request.method == "POST":
             limit = settings.MEDIA_TASKS_MAX_UPLOAD_BYTES
             most = limit * self.max_files + MULTIPART_ALLOWANCE
@@ -178,8 +187,6 @@ class _UploadView(APIView):
                     f"The request is {length:,} bytes; at most {self.max_files} file(s) "
                     f"of {limit:,} bytes each are accepted."
                 )
-            self.size_limit = _FileSizeLimit(request._request, limit)
-            request._request.upload_handlers = [self.size_limit, *request._request.upload_handlers]
         super().initial(request, *args, **kwargs)
 
     def uploaded(self, request: Request, field: str) -> tuple[list, Options]:

@@ -31,7 +31,7 @@ class ImageBatch(models.Model):
 
 class Image(models.Model):
     """An uploaded original. Its status is its job's: `job` is the newest job
-    for it (a retry or re-run points it at the new one, media_tasks.signals)."""
+    for it (a retry or re-run points it at the new one, media_tasks.services.images_follow_jobs)."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     # Stored under a generated name (services.original_path): what the client

@@ -11,6 +11,7 @@ from functools import partial
 from pathlib import Path
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import Storage
@@ -113,10 +114,21 @@ def image_file(*, image: Image, name: str) -> ServedFile:
     return ServedFile(rendition.file, f"image/{rendition.format.lower()}", f"{stem}-{rendition.name}.{extension}")
 
 
+def images_follow_jobs(jobs: Sequence[Job]) -> None:
+    """The renditions task's on_created hook: an image's status is its newest
+    job's, whoever creates that job (an upload, the admin's regenerate, a
+    retry or requeue in the job core, which knows nothing about images)."""
+    for job in jobs:
+        try:
+            Image.objects.filter(pk=job.args[0]).update(job=job)
+        except (IndexError, ValidationError):  # stored arguments that are not an image id
+            pass
+
+
 def renditions_enqueue(*, image: Image, requested_by=None) -> Job:
     """Ask for the image's renditions. While a job for this image is active,
     that job is returned instead of a second one. The image row follows the
-    new job (media_tasks.signals)."""
+    new job (images_follow_jobs)."""
     image.job = job_enqueue(
         task_name=RENDITIONS_TASK,
         args=[str(image.id)],

@@ -11,7 +11,13 @@ from media_tasks.models import Image
 
 # Not public: the generic jobs API would let a caller point it at any image
 # id; uploads enqueue it through POST /api/images/ instead.
-@job_task(name=services.RENDITIONS_TASK, queue=Queue.IMAGES, transient_errors=(TransientError,), public=False)
+@job_task(
+    name=services.RENDITIONS_TASK,
+    queue=Queue.IMAGES,
+    transient_errors=(TransientError,),
+    public=False,
+    on_created=services.images_follow_jobs,
+)
 def renditions_create(self, image_id: str) -> dict:
     """Makes every rendition of one image (settings.MEDIA_TASKS_RENDITIONS)."""
     try:

@@ -8,3 +8,7 @@ class OpsConfig(AppConfig):
 
     name = "ops"
     verbose_name = "Operations"
+
+    def ready(self):
+        # Registers the workers' `kit_resources` remote-control command.
+        from ops import worker_resources  # noqa: F401

@@ -19,7 +19,8 @@ from celery import current_app
 from django.conf import settings
 from kombu.exceptions import OperationalError
 
-from jobs.queues import Queue
+from jobs.queues import DEAD_LETTER_QUEUE_NAME, Queue, broker_queue_names
+from ops.worker_resources import COMMAND as RESOURCES_COMMAND
 
 logger = logging.getLogger(__name__)
 
@@ -66,24 +67,59 @@ def _queue_depths() -> dict[str, QueueDepth] | None:
     try:
         # One quick retry: a scrape should fail fast, not hang on a dead broker.
         connection.ensure_connection(max_retries=1, interval_start=0, timeout=3)
-        for queue in Queue:
-            # A passive declare of a queue that does not exist yet (no worker
-            # or publisher declared it) closes its channel: one channel per
-            # queue keeps that from failing the others.
-            channel = connection.channel()
-            try:
-                _, messages, consumers = channel.queue_declare(queue=queue.value, passive=True)
-                depths[queue.value] = QueueDepth(messages=messages, consumers=consumers)
-            except connection.channel_errors:
-                depths[queue.value] = QueueDepth(messages=0, consumers=0)
-            finally:
-                _close_quietly(channel, connection)
+        queue_type = settings.KIT_QUEUE_TYPE
+        # Each kit queue is one broker queue (classic) or its priority lanes
+        # added up (quorum); the dead-letter queue is shown under its name.
+        sources = {queue.value: broker_queue_names([queue], queue_type) for queue in Queue}
+        sources[DEAD_LETTER_QUEUE_NAME[queue_type]] = [DEAD_LETTER_QUEUE_NAME[queue_type]]
+        for label, names in sources.items():
+            total = QueueDepth(messages=0, consumers=0)
+            for name in names:
+                # A passive declare of a queue that does not exist yet (no
+                # worker or publisher declared it) closes its channel: one
+                # channel per queue keeps that from failing the others.
+                channel = connection.channel()
+                try:
+                    _, messages, consumers = channel.queue_declare(queue=name, passive=True)
+                    # A worker holds one consumer per lane: count it once.
+                    total = QueueDepth(total.messages + messages, max(total.consumers, consumers))
+                except connection.channel_errors:
+                    pass
+                finally:
+                    _close_quietly(channel, connection)
+            depths[label] = total
     except broker_errors(connection):
         logger.warning("Queue depths unavailable: the broker did not answer.", exc_info=True)
         return None
     finally:
         connection.release()
     return depths
+
+
+def dead_letter_messages() -> int | None:
+    """Messages in the dead-letter queue; 0 where none is declared (the
+    embedded default, a broker set up without compose's definitions), None
+    if the broker cannot be reached."""
+    return cache.get("dead_letter_messages", settings.OPS_BROKER_CACHE_SECONDS, _dead_letter_messages)
+
+
+def _dead_letter_messages() -> int | None:
+    connection = current_app.connection_for_read(connect_timeout=2)
+    try:
+        connection.ensure_connection(max_retries=1, interval_start=0, timeout=3)
+        channel = connection.channel()
+        try:
+            _, messages, _ = channel.queue_declare(queue=DEAD_LETTER_QUEUE_NAME[settings.KIT_QUEUE_TYPE], passive=True)
+            return messages
+        except connection.channel_errors:
+            return 0
+        finally:
+            _close_quietly(channel, connection)
+    except broker_errors(connection):
+        logger.warning("Dead-letter depth unavailable: the broker did not answer.", exc_info=True)
+        return None
+    finally:
+        connection.release()
 
 
 def broker_errors(connection) -> tuple[type[BaseException], ...]:
@@ -100,17 +136,11 @@ def _close_quietly(channel, connection) -> None:
 
 
 def workers_online() -> list[str]:
-    """Node names of the workers that answered a ping, sorted."""
-    return cache.get("ping", settings.OPS_WORKERS_CACHE_SECONDS, _ping)
-
-
-def _ping() -> list[str]:
-    try:
-        replies = current_app.control.inspect(timeout=settings.OPS_INSPECT_TIMEOUT_SECONDS).ping() or {}
-    except broker_errors(current_app.connection_for_read()):
-        logger.warning("Workers unavailable: the broadcast failed.", exc_info=True)
-        return []
-    return sorted(replies)
+    """Node names of the workers that answered, sorted. The answer is the
+    one `workers_resources` reads: a scrape sends one broadcast, not a ping
+    and then a second one (each waits its whole timeout). A worker that does
+    not know the command answers with an error, and is online all the same."""
+    return sorted(_resources_replies())
 
 
 @dataclass(frozen=True)
@@ -158,4 +188,70 @@ def worker_stats(name: str, reply: dict) -> WorkerStats:
         cpu_seconds=float(rusage.get("utime") or 0) + float(rusage.get("stime") or 0),
         # Linux reports ru_maxrss in KiB.
         max_rss_mib=float(rusage.get("maxrss") or 0) / 1024,
+    )
+
+
+@dataclass(frozen=True)
+class ProcessResources:
+    cpu_seconds: float  # user + system
+    rss_bytes: int
+
+
+@dataclass(frozen=True)
+class WorkerResources:
+    """What a worker's processes use now: its main process and the sum of
+    its pool children (children come and go; their sum is the pool's)."""
+
+    name: str
+    main: ProcessResources
+    pool: ProcessResources
+    pool_processes: int
+
+
+def workers_resources() -> list[WorkerResources]:
+    """Every worker's answer to the `kit_resources` command (ops/
+    worker_resources.py), sorted by name, leaving out workers that answered
+    with an error."""
+    return [
+        worker_resources(name, answer)
+        for name, answer in sorted(_resources_replies().items())
+        if isinstance(answer, dict) and "error" not in answer
+    ]
+
+
+def _resources_replies() -> dict[str, Any]:
+    return cache.get("resources", settings.OPS_WORKERS_CACHE_SECONDS, _broadcast_resources)
+
+
+def _broadcast_resources() -> dict[str, Any]:
+    """{worker name: answer} of one `kit_resources` broadcast; {} if the
+    broker cannot be reached."""
+    try:
+        replies = current_app.control.broadcast(
+            RESOURCES_COMMAND, reply=True, timeout=settings.OPS_INSPECT_TIMEOUT_SECONDS
+        )
+    except broker_errors(current_app.connection_for_read()):
+        logger.warning("Workers unavailable: the broadcast failed.", exc_info=True)
+        return {}
+    answers = {}
+    for reply in replies or []:
+        answers.update(reply)
+    return answers
+
+
+def worker_resources(name: str, answer: dict) -> WorkerResources:
+    """One worker's answer, read defensively (a worker that does not know
+    the command answers {"error": ...}, left out by the caller)."""
+    main = answer.get("main") or {}
+    children = [child for child in answer.get("children") or [] if isinstance(child, dict)]
+    return WorkerResources(
+        name=name,
+        main=ProcessResources(
+            cpu_seconds=float(main.get("cpu_seconds") or 0), rss_bytes=int(main.get("rss_bytes") or 0)
+        ),
+        pool=ProcessResources(
+            cpu_seconds=sum(float(child.get("cpu_seconds") or 0) for child in children),
+            rss_bytes=sum(int(child.get("rss_bytes") or 0) for child in children),
+        ),
+        pool_processes=len(children),
     )

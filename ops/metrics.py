@@ -26,8 +26,19 @@ Metrics (labels):
   kit_queue_messages{queue}                    messages ready on the broker
   kit_queue_consumers{queue}                   consumers of the queue
   kit_broker_up                                1 if the broker answered
-  kit_workers_online                           workers that answered a ping
+  kit_workers_online                           workers that answered the kit_resources broadcast
   kit_worker_up{worker}                        1 per worker that answered
+  kit_job_oldest_age_seconds{queue,status}     oldest PENDING / QUEUED job's wait, 0 if none
+  kit_jobs_finished_last_hour{queue,status}    jobs finished in the last 60 minutes, 0 if none
+  kit_dead_letter_messages                     messages in the dead-letter queue
+  kit_worker_cpu_seconds_total{worker,process} CPU of the main process / its pool (process="main"|"pool")
+  kit_worker_resident_memory_bytes{worker,process}  RSS of the same
+  kit_worker_pool_processes{worker}            pool children alive
+  kit_alert_threshold{threshold}                  the OPS_ALERT_* settings the alert rules compare with
+
+Series the alert rules test are emitted with value 0 rather than left out
+(every queue and waiting status has an age, every queue a depth), so a rule
+is a plain comparison and needs no absent().
 """
 
 from collections import defaultdict
@@ -38,6 +49,8 @@ from django.utils import timezone
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from jobs.models import FINISHED_STATUSES
+from jobs.queues import Queue
 from ops import broker, stats
 
 
@@ -52,6 +65,11 @@ class JobCollector(Collector):
         yield from self.finished_jobs()
         yield from self.broker_queues()
         yield from self.workers()
+        yield from self.waiting_jobs()
+        yield from self.last_hour()
+        yield from self.dead_letters()
+        yield from self.worker_resources()
+        yield self.alert_thresholds()
 
     def active_jobs(self):
         family = GaugeMetricFamily("kit_jobs", "Jobs not finished yet, by status.", labels=["queue", "task", "status"])
@@ -121,12 +139,87 @@ class JobCollector(Collector):
 
     def workers(self):
         names = broker.workers_online()
-        online = GaugeMetricFamily("kit_workers_online", "Workers that answered a ping.")
+        online = GaugeMetricFamily("kit_workers_online", "Workers that answered the last broadcast.")
         online.add_metric([], len(names))
-        up = GaugeMetricFamily("kit_worker_up", "1 for each worker that answered a ping.", labels=["worker"])
+        up = GaugeMetricFamily(
+            "kit_worker_up", "1 for each worker that answered the last broadcast.", labels=["worker"]
+        )
         for name in names:
             up.add_metric([name], 1)
         yield from (online, up)
+
+    def waiting_jobs(self):
+        family = GaugeMetricFamily(
+            "kit_job_oldest_age_seconds",
+            "Seconds the oldest job of the queue has been waiting in this status "
+            "(PENDING: for the outbox relay; QUEUED: for a worker), counted from when it was due; 0 if none.",
+            labels=["queue", "status"],
+        )
+        ages = stats.oldest_waiting(timezone.now())
+        queues = sorted({queue.value for queue in Queue} | {queue for queue, _ in ages})
+        for queue in queues:
+            for status in stats.WAITING_STATUSES:
+                family.add_metric([queue, status], ages.get((queue, status), 0.0))
+        yield family
+
+    def last_hour(self):
+        # A sliding hour, unlike the counters' calendar hour: an alert on
+        # "a job went LOST or DEAD in the last hour" is then a comparison,
+        # and a first LOST job shows at once (increase() of a counter series
+        # that first appears at 1 reads 0).
+        family = GaugeMetricFamily(
+            "kit_jobs_finished_last_hour",
+            "Jobs that finished in the last 60 minutes, by queue and final status; 0 if none.",
+            labels=["queue", "status"],
+        )
+        counts = stats.finished_by_queue(timezone.now() - timedelta(hours=1))
+        queues = sorted({queue.value for queue in Queue} | {queue for queue, _ in counts})
+        for queue in queues:
+            for status in FINISHED_STATUSES:
+                family.add_metric([queue, status], counts.get((queue, status), 0))
+        yield family
+
+    def dead_letters(self):
+        messages = broker.dead_letter_messages()
+        if messages is None:  # the broker did not answer: kit_broker_up says so
+            return
+        family = GaugeMetricFamily(
+            "kit_dead_letter_messages", "Messages in the dead-letter queue: rejected or expired, never to run."
+        )
+        family.add_metric([], messages)
+        yield family
+
+    def worker_resources(self):
+        cpu = CounterMetricFamily(
+            "kit_worker_cpu_seconds",
+            "CPU seconds (user + system) of a worker's main process, and of its live pool children summed "
+            "(a recycled child takes its seconds with it: rate() reads that as a reset).",
+            labels=["worker", "process"],
+        )
+        memory = GaugeMetricFamily(
+            "kit_worker_resident_memory_bytes",
+            "Resident memory of a worker's main process, and of its pool children summed.",
+            labels=["worker", "process"],
+        )
+        processes = GaugeMetricFamily(
+            "kit_worker_pool_processes", "Pool children of the worker alive now.", labels=["worker"]
+        )
+        for worker in broker.workers_resources():
+            for process, used in (("main", worker.main), ("pool", worker.pool)):
+                cpu.add_metric([worker.name, process], used.cpu_seconds)
+                memory.add_metric([worker.name, process], used.rss_bytes)
+            processes.add_metric([worker.name], worker.pool_processes)
+        yield from (cpu, memory, processes)
+
+    def alert_thresholds(self):
+        family = GaugeMetricFamily(
+            "kit_alert_threshold",
+            "The OPS_ALERT_* settings, for the alert rules (compose/prometheus/alerts.yml) to compare with.",
+            labels=["threshold"],
+        )
+        for name, value in sorted(settings.OPS_ALERT_THRESHOLDS.items()):
+            family.add_metric([name], value)
+        return family
 
 
 def _add_histogram(family: HistogramMetricFamily, labels: tuple[str, str], histograms: list[stats.Histogram]) -> None:

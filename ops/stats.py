@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
-from django.db.models.functions import TruncMinute
+from django.db.models import Case, Count, DurationField, ExpressionWrapper, F, Min, Q, Sum, When
+from django.db.models.functions import Coalesce, Greatest, TruncMinute
 
 from jobs.models import ACTIVE_STATUSES, FINISHED_STATUSES, Job, JobStatus
 
@@ -238,3 +238,46 @@ def _waiting_series(starts: list[datetime], queues: list[str]) -> dict[str, list
     for row in rows:
         series[row["queue"]] = [row[f"m{index}"] for index in range(len(ends))]
     return series
+
+
+# The two states in which a job waits on something other than a worker's
+# CPU: PENDING on the outbox relay (beat) to publish it, QUEUED on a worker to
+# take it. Their oldest age per queue is what shows a stuck relay or no
+# consumer, long before the backlog's size does.
+WAITING_STATUSES = (JobStatus.PENDING, JobStatus.QUEUED)
+
+
+def oldest_waiting(now: datetime) -> dict[tuple[str, str], float]:
+    """{(queue, status): seconds} the oldest PENDING and QUEUED job of each
+    queue has been waiting, one aggregate query over the backlog (the
+    (status, created_at) index finds it).
+
+    A job waits from the moment it could have moved on: PENDING from its
+    creation, QUEUED from the broker's confirmation, either of them no earlier
+    than its ETA. A job parked with a countdown is not late, so its age stays
+    0 until it is due.
+    """
+    waiting_since = Case(
+        When(status=JobStatus.QUEUED, then=Coalesce("queued_at", "created_at")),
+        default=F("created_at"),
+    )
+    due_since = Greatest(waiting_since, Coalesce("eta", waiting_since))
+    rows = (
+        Job.objects.filter(status__in=WAITING_STATUSES)
+        .order_by()
+        .values_list("queue", "status")
+        .annotate(oldest=Min(due_since))
+    )
+    return {(queue, status): max(0.0, (now - oldest).total_seconds()) for queue, status, oldest in rows}
+
+
+def finished_by_queue(since: datetime) -> dict[tuple[str, str], int]:
+    """{(queue, status): jobs} finished at or after `since`, one aggregate
+    query bounded by the created_at index like finished_since."""
+    rows = (
+        Job.objects.filter(status__in=FINISHED_STATUSES, created_at__gte=since - lookback(), finished_at__gte=since)
+        .order_by()
+        .values_list("queue", "status")
+        .annotate(jobs=Count("pk"))
+    )
+    return {(queue, status): jobs for queue, status, jobs in rows}

@@ -15,7 +15,8 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
-from jobs.admin import job_link, status_badge
+from jobs.admin import job_status_filter
+from jobs.subject_admin import FollowsJobAdminMixin
 from reports import services
 from reports.mailing import mail_available
 from reports.models import ReportFormat, ReportRun
@@ -47,7 +48,7 @@ class RequestForm(forms.Form):
 
 
 @admin.register(ReportRun)
-class ReportRunAdmin(admin.ModelAdmin):
+class ReportRunAdmin(FollowsJobAdminMixin, admin.ModelAdmin):
     list_display = [
         "__str__",
         "report_type",
@@ -61,7 +62,7 @@ class ReportRunAdmin(admin.ModelAdmin):
         "expires_at",
         "download",
     ]
-    list_filter = ["report_type", "format", "job__status", "created_at"]
+    list_filter = ["report_type", "format", job_status_filter("job__status"), "created_at"]
     list_select_related = ["job", "owner"]
     search_fields = ["=id", "report_type", "owner__username"]
     fields = readonly_fields = [
@@ -89,22 +90,6 @@ class ReportRunAdmin(admin.ModelAdmin):
 
     def has_regenerate_permission(self, request):
         return request.user.has_perm(f"{self.opts.app_label}.change_reportrun")
-
-    @admin.display(description="status")
-    def status_column(self, run):
-        return status_badge(run.job) if run.job else "-"
-
-    @admin.display(description="progress")
-    def progress_column(self, run):
-        return f"{run.job.progress}% {run.job.progress_message}".strip() if run.job else "-"
-
-    @admin.display(description="job")
-    def job_column(self, run):
-        return job_link(run.job) if run.job else "-"
-
-    @admin.display(description="error")
-    def error(self, run):
-        return (run.job.error if run.job else "") or "-"
 
     @admin.display(description="size", ordering="size")
     def size_column(self, run):

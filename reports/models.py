@@ -45,7 +45,7 @@ class ReportFormat(models.TextChoices):
 class ReportRun(models.Model):
     """One asked-for report and its file. Its status is its job's: `job` is
     the newest job generating it (a retry points it at the new one,
-    reports.signals). Generating again replaces the file: one per run."""
+    reports.services.runs_follow_jobs). Generating again replaces the file: one per run."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     report_type = models.CharField(max_length=100, db_index=True, help_text="A name in reports.registry.")

@@ -29,9 +29,9 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models import QuerySet
-from django.db.models.query import ModelIterable
 
 from reports.params import InvalidParams, Param, clean_params
+from upstream.django_db import yields_models
 
 FORMATS = ("csv", "xlsx", "pdf")
 
@@ -112,7 +112,7 @@ class ReportType:
 
     def values(self, rows: QuerySet) -> QuerySet:
         """A QuerySet of models as the values of the declared columns."""
-        if rows._iterable_class is ModelIterable:
+        if yields_models(rows):
             return rows.values_list(*(column.path for column in self.columns))
         return rows
 

@@ -12,9 +12,7 @@ from django_celery_beat.models import CrontabSchedule, IntervalSchedule, Periodi
 
 from jobs.exceptions import BadInput
 from reports.models import ReportRun
-from reports.services import report_check, report_request
-
-SCHEDULE_TASK = "reports.report_schedule_run"
+from reports.services import SCHEDULE_TASK, report_check, report_request
 
 
 def _resolve_owner(owner: int | str | None):

@@ -23,9 +23,11 @@ from reports.mailing import report_email
 from reports.models import ReportFormat, ReportRun
 from reports.params import InvalidParams
 from reports.registry import ReportType, get_report_type
-from reports.signals import GENERATE_TASK
 from reports.writers import Document, pg_copy, writer_for
 
+# The app's task names, stored on Job rows and replayed by retries: never rename.
+GENERATE_TASK = "reports.report_generate"
+SCHEDULE_TASK = "reports.report_schedule_run"
 MAX_RECIPIENTS = 20
 
 Progress = Callable[[int, str], None]
@@ -125,10 +127,21 @@ def report_request(
     return run
 
 
+def runs_follow_jobs(jobs: Sequence[Job]) -> None:
+    """The generate task's on_created hook: a run's status is its newest
+    job's, whoever creates that job (a request, the admin's regenerate, a
+    retry in the job core, which knows nothing about reports)."""
+    for job in jobs:
+        try:
+            ReportRun.objects.filter(pk=job.args[0]).update(job=job)
+        except (IndexError, ValidationError):  # stored arguments that are not a run id
+            pass
+
+
 def report_enqueue(*, run: ReportRun, requested_by=None) -> Job:
     """(Re)generate the run's file. While a job for it is active that job is
     returned instead of a second one; the run follows the new job
-    (reports.signals)."""
+    (runs_follow_jobs)."""
     run.job = job_enqueue(
         task_name=GENERATE_TASK,
         args=[str(run.id)],

@@ -10,16 +10,16 @@ from jobs.exceptions import BadInput, TransientError
 from jobs.queues import Queue
 from reports import scheduling, services
 from reports.models import ReportRun
-from reports.signals import GENERATE_TASK
 
 
 # Not public: the generic jobs API would let a caller generate any run;
 # POST /api/reports/ checks the asker first. A lost database connection
 # mid-export is worth another try from the start (the file is replaced).
 @job_task(
-    name=GENERATE_TASK,
+    name=services.GENERATE_TASK,
     queue=Queue.REPORTS,
     transient_errors=(TransientError, OperationalError, InterfaceError),
+    on_created=services.runs_follow_jobs,
 )
 def report_generate(self, run_id: str) -> dict:
     """Writes the file of one report run."""
@@ -34,7 +34,7 @@ def report_generate(self, run_id: str) -> dict:
 
 # What a django-celery-beat PeriodicTask calls (reports/README.md). Quick:
 # it creates the run and its generate job, so it runs on the default queue.
-@job_task(name=scheduling.SCHEDULE_TASK, queue=Queue.DEFAULT)
+@job_task(name=services.SCHEDULE_TASK, queue=Queue.DEFAULT)
 def report_schedule_run(self, type: str, format: str = "csv", params=None, owner=None, email_to=()) -> dict:
     """Starts one run of a scheduled report (kwargs as in a PeriodicTask)."""
     run = scheduling.report_schedule_run(

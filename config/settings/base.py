@@ -5,11 +5,11 @@ import os
 from pathlib import Path
 
 import dj_database_url
-from kombu import Exchange
-from kombu import Queue as KombuQueue
+import django
+from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_int, env_list, env_str
-from jobs.queues import MAX_PRIORITY, PRIORITY_VALUE, Priority, Queue
+from jobs.queues import MAX_PRIORITY, PRIORITY_VALUE, Priority, Queue, QueueType, lane_name, task_queues
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 # Runtime state of the embedded default (SQLite file, filesystem broker,
@@ -45,6 +45,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_celery_results",
     "django_celery_beat",
     "jobs",
@@ -53,6 +55,15 @@ INSTALLED_APPS = [
     "mail_tasks",
     "reports",
 ]
+if django.VERSION < (6, 0):
+    # Django's Tasks API before Django 6: the django-tasks backport (its
+    # system checks and signal receivers).
+    INSTALLED_APPS.append("django_tasks")
+
+# Django's Tasks API (`@task`, `.enqueue()`): run as kit jobs, on the same
+# queues, workers and guarantees (jobs/django_tasks.py; README, "Django's
+# Tasks API").
+TASKS = {"default": {"BACKEND": "jobs.django_tasks.KitBackend"}}
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -150,6 +161,18 @@ REST_FRAMEWORK = {
     ],
     "EXCEPTION_HANDLER": "jobs.api_parsing.exception_handler",
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+# The OpenAPI schema (/api/schema/) and its docs page (/api/docs/), whose
+# Swagger UI files come from drf-spectacular-sidecar, served by the kit.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Background jobs kit API",
+    "DESCRIPTION": "Enqueue registered tasks, follow, retry and cancel jobs, and the image, mail and report APIs.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 # A JSON body for enqueueing is small; anything bigger is refused with 413
 # before it is parsed.
@@ -182,14 +205,22 @@ LOGGING = {
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
 BROKER_DIR = VAR_DIR / "broker"
 if CELERY_BROKER_URL.startswith("filesystem://"):
+    # kombu's filesystem transport with quick pickup, priorities and
+    # redelivery of what a dead consumer held (jobs/filesystem_broker.py says
+    # what it changes and why). The URL's scheme would pick kombu's own.
+    CELERY_BROKER_TRANSPORT = "jobs.filesystem_broker:Transport"
     # One folder both ways: producers and consumers are separate processes.
     # kombu does not create them itself.
-    for folder in ("queue", "control"):
+    for folder in ("queue", "control", "claimed", "staging"):
         (BROKER_DIR / folder).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR / "queue"),
         "data_folder_out": str(BROKER_DIR / "queue"),
         "control_folder": str(BROKER_DIR / "control"),
+        # Messages read and not yet acknowledged, per consuming process; and
+        # messages being written, renamed into the queue when whole.
+        "claim_folder": str(BROKER_DIR / "claimed"),
+        "staging_folder": str(BROKER_DIR / "staging"),
         "store_processed": False,
     }
 else:
@@ -224,14 +255,15 @@ CELERY_ACCEPT_CONTENT = ["json"]
 
 # At-least-once: the message is acknowledged after the task finishes, and
 # requeued if the worker child dies mid-task (SIGKILL, OOM). Tasks are
-# idempotent and jobs.tasks_base bounds redeliveries (DEAD).
+# idempotent and jobs.base_task bounds redeliveries (DEAD).
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # With late acks a worker holds one unstarted message per child at most, so a
 # high-priority job is not stuck behind a prefetched backlog.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Celery closes the worker's database connections around every task unless
-# this is set; jobs/signals.py applies CONN_MAX_AGE and health checks instead.
+# this is set (undocumented: upstream/celery.py checks it is still read);
+# jobs/signals.py applies CONN_MAX_AGE and health checks instead.
 CELERY_DB_REUSE_MAX = 1_000_000
 # On a lost broker connection, unacked messages go back to the queue anyway;
 # stopping the running copies avoids running them twice.
@@ -248,21 +280,30 @@ CELERY_BROKER_CHANNEL_ERROR_RETRY = True
 CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env_int("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", 10)
 CELERY_WORKER_ENABLE_SOFT_SHUTDOWN_ON_IDLE = False
 
-_DEFAULT_EXCHANGE = Exchange("kit", type="direct")
-CELERY_TASK_QUEUES = [
-    KombuQueue(
-        queue.value,
-        _DEFAULT_EXCHANGE,
-        routing_key=queue.value,
-        queue_arguments={"x-max-priority": MAX_PRIORITY},
-    )
-    for queue in Queue
-]
-CELERY_TASK_DEFAULT_QUEUE = Queue.DEFAULT.value
-CELERY_TASK_DEFAULT_EXCHANGE = _DEFAULT_EXCHANGE.name
-CELERY_TASK_DEFAULT_ROUTING_KEY = Queue.DEFAULT.value
+# classic (default): priority queues on one RabbitMQ node. quorum: replicated
+# queues for a RabbitMQ cluster, one per priority lane (jobs.queues.QueueType
+# says why the default is classic; README, "Growing beyond one machine").
+try:
+    KIT_QUEUE_TYPE = QueueType(env_str("KIT_QUEUE_TYPE", QueueType.CLASSIC.value).strip().lower())
+except ValueError:
+    raise ImproperlyConfigured(
+        f"KIT_QUEUE_TYPE={env_str('KIT_QUEUE_TYPE')!r} is not a queue type (use classic or quorum)."
+    ) from None
+CELERY_TASK_QUEUES = task_queues(KIT_QUEUE_TYPE)
+_DEFAULT_QUEUE = next(
+    queue for queue in CELERY_TASK_QUEUES if queue.name == lane_name(Queue.DEFAULT, Priority.MEDIUM, KIT_QUEUE_TYPE)
+)
+CELERY_TASK_DEFAULT_QUEUE = _DEFAULT_QUEUE.name
+CELERY_TASK_DEFAULT_EXCHANGE = _DEFAULT_QUEUE.exchange.name
+CELERY_TASK_DEFAULT_EXCHANGE_TYPE = _DEFAULT_QUEUE.exchange.type
+CELERY_TASK_DEFAULT_ROUTING_KEY = _DEFAULT_QUEUE.routing_key
 CELERY_TASK_DEFAULT_PRIORITY = PRIORITY_VALUE[Priority.MEDIUM]
-CELERY_TASK_QUEUE_MAX_PRIORITY = MAX_PRIORITY
+# The worker's consumer declares every kit queue before Celery's native
+# delayed delivery binds them (jobs/worker_consumer.py says why).
+CELERY_WORKER_CONSUMER = "jobs.worker_consumer:KitConsumer"
+# Celery adds x-max-priority to every queue declared without one; quorum
+# queues refuse it (406 PRECONDITION_FAILED), so only classic mode sets it.
+CELERY_TASK_QUEUE_MAX_PRIORITY = MAX_PRIORITY if KIT_QUEUE_TYPE is QueueType.CLASSIC else None
 
 # Events feed Flower's live view of workers and tasks.
 CELERY_WORKER_SEND_TASK_EVENTS = env_bool("CELERY_WORKER_SEND_TASK_EVENTS", True)
@@ -274,6 +315,9 @@ CELERY_TIMEZONE = TIME_ZONE
 # Periodic tasks are editable in the admin (django-celery-beat); the entries
 # below are the kit's own and are synced into that table at beat start.
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# A standby beat asks for the schedule lock this often, and the running one
+# checks it still holds it (jobs/beat_lock.py).
+JOBS_BEAT_LOCK_POLL_SECONDS = env_int("JOBS_BEAT_LOCK_POLL_SECONDS", 5)
 CELERY_BEAT_SCHEDULE = {
     "jobs-relay-outbox": {
         "task": "jobs.relay_outbox",
@@ -434,6 +478,22 @@ OPS_INSPECT_TIMEOUT_SECONDS = env_int("OPS_INSPECT_TIMEOUT_MS", 1000) / 1000
 # dashboard or two Prometheus servers should not open a connection each.
 OPS_WORKERS_CACHE_SECONDS = env_int("OPS_WORKERS_CACHE_SECONDS", 15)
 OPS_BROKER_CACHE_SECONDS = env_int("OPS_BROKER_CACHE_SECONDS", 5)
+# Alert thresholds. /metrics publishes them as kit_alert_threshold{name} and
+# the rules (compose/prometheus/alerts.yml) compare with that series, so a
+# threshold is changed here, per deployment, without editing the rules.
+OPS_ALERT_THRESHOLDS = {
+    # The relay publishes PENDING jobs every JOBS_RELAY_INTERVAL_SECONDS:
+    # five minutes of PENDING means beat or the broker is stuck.
+    "pending_age_seconds": env_int("OPS_ALERT_PENDING_AGE_SECONDS", 300),
+    # A job waiting for a worker this long: too few workers, or none.
+    "queued_age_seconds": env_int("OPS_ALERT_QUEUED_AGE_SECONDS", 900),
+    # Failed, dead or lost over finished jobs of a queue, in ten minutes.
+    "error_ratio": env_int("OPS_ALERT_ERROR_PERCENT", 10) / 100,
+    # A worker's main process growing faster than this for two hours leaks.
+    "worker_memory_growth_bytes_per_hour": env_int("OPS_ALERT_WORKER_MEMORY_GROWTH_MIB_PER_HOUR", 50) * 1024 * 1024,
+}
+# Where people open Flower: each job page links to its task there (empty: no link).
+FLOWER_URL = env_str("FLOWER_URL", "http://localhost:5555")
 # ---------------------------------------------------------------------------
 # ops. End.
 # ---------------------------------------------------------------------------

@@ -19,15 +19,14 @@ from pathlib import Path
 from typing import Protocol
 
 import psycopg
-from django.core.exceptions import EmptyResultSet
 from django.db import connections
 from django.db.models import QuerySet
-from django.db.models.query import FlatValuesListIterable, NamedValuesListIterable, ValuesIterable, ValuesListIterable
 from psycopg.postgres import types as pg_types
 
 from reports.registry import Column
 from reports.writers import Document
 from reports.writers.cells import neutralise
+from upstream.django_db import compiled_sql, selected_names, values_shape
 
 NUMBER_TYPES = {"int2", "int4", "int8", "float4", "float8", "numeric", "oid"}
 # The same shape as datetime.isoformat(timespec="microseconds").
@@ -81,23 +80,15 @@ def _neutralised(text: str) -> str:
     return f"NULLIF(CASE WHEN left({text}, 1) IN ({TRIGGERS_SQL}) THEN '''' || {text} ELSE {text} END, '')"
 
 
-def _sql_names(query) -> list[str]:
-    """The query's SQL columns in order, named as Django's values iterables
-    name them (django.db.models.query.ValuesIterable)."""
-    if query.selected:
-        return list(query.selected)
-    return [*query.extra_select, *query.values_select, *query.annotation_select]
-
-
 def _selected(queryset: QuerySet, columns: Sequence[Column]) -> list[str] | None:
     """Which SQL columns, in what order, make the report's columns: all of
     them for values_list() (its tuples are the SQL row), by key for
     values(). None when they do not match."""
-    iterable = queryset._iterable_class
-    names = _sql_names(queryset.query)
-    if iterable in (ValuesListIterable, NamedValuesListIterable, FlatValuesListIterable):
+    shape = values_shape(queryset)
+    names = selected_names(queryset)
+    if shape == "tuple":
         wanted = names
-    elif iterable is ValuesIterable:
+    elif shape == "dict":
         wanted = [column.key for column in columns]
     else:
         return None
@@ -114,12 +105,11 @@ def copy_plan(queryset: Iterable, columns: Sequence[Column]) -> CopyPlan | None:
     wanted = _selected(queryset, columns)
     if wanted is None:
         return None
-    query = queryset.query
-    names = _sql_names(query)
-    try:
-        sql, params = query.get_compiler(using=queryset.db).as_sql()
-    except EmptyResultSet:
+    names = selected_names(queryset)
+    compiled = compiled_sql(queryset)
+    if compiled is None:
         return None
+    sql, params = compiled
     aliases = ", ".join(f"c{index}" for index in range(len(names)))
     with connections[queryset.db].cursor() as cursor:
         # The result's types, without running the query.

@@ -25,7 +25,7 @@ def test_an_operator_retries_a_failed_job_from_the_admin_after_fixing_its_cause(
     page.fill("#id_password", "pw-123456")
     page.click("input[type=submit]")
     page.get_by_role("link", name="Jobs", exact=True).click()
-    page.locator("#changelist-filter").get_by_role("link", name="Failure", exact=True).click()
+    page.locator("#changelist-filter").get_by_role("link", name="FAILURE", exact=True).click()
     assert "status__exact=FAILURE" in page.url
     page.screenshot(path=artifacts_dir / "admin-jobs-failed.png", full_page=True)
 

@@ -40,8 +40,9 @@ def listed(response) -> set:
     return {job.pk for job in response.context["cl"].result_list}
 
 
-def run_action(client, action: str, *jobs: Job, follow=True):
-    return client.post(CHANGELIST, {"action": action, "_selected_action": [str(job.pk) for job in jobs]}, follow=follow)
+def run_action(client, action: str, *jobs: Job, follow=True, **extra):
+    data = {"action": action, "_selected_action": [str(job.pk) for job in jobs], **extra}
+    return client.post(CHANGELIST, data, follow=follow)
 
 
 def staff_with(django_user_model, *codenames: str):
@@ -170,7 +171,7 @@ def test_the_detail_page_shows_the_arguments_result_and_traceback(admin_client):
     assert "&quot;exc_type&quot;: &quot;RuntimeError&quot;" in html
     assert "File &quot;tasks.py&quot;, line 3\nRuntimeError: the disk is on fire</pre>" in html
     assert reverse("admin:django_celery_results_taskresult_change", args=[result.pk]) in html
-    assert '<progress value="40" max="100"' in html and "halfway there" in html
+    assert '<progress class="job-progress" value="40" max="100"' in html and "halfway there" in html
 
 
 def test_the_detail_page_is_read_only_even_for_a_superuser(admin_client):
@@ -336,7 +337,7 @@ def test_the_changelist_links_retry_all_failed_with_its_current_filter(admin_cli
 def test_the_cancel_action_marks_a_queued_job_revoked_and_logs_it(admin_client, admin_user):
     queued = make_job("jobs.noop", status=JobStatus.QUEUED)
 
-    response = run_action(admin_client, "cancel_selected", queued)
+    response = run_action(admin_client, "cancel_selected", queued, confirmed="yes")
 
     queued.refresh_from_db()
     assert (queued.status, queued.error) == (JobStatus.REVOKED, "Cancelled.")
@@ -348,7 +349,7 @@ def test_the_cancel_action_marks_a_queued_job_revoked_and_logs_it(admin_client, 
 def test_the_cancel_action_leaves_finished_jobs_alone_and_says_why(admin_client):
     done = make_job("jobs.noop", status=JobStatus.SUCCESS)
 
-    response = run_action(admin_client, "cancel_selected", done)
+    response = run_action(admin_client, "cancel_selected", done, confirmed="yes")
 
     assert Job.objects.get(pk=done.pk).status == JobStatus.SUCCESS
     assert not LogEntry.objects.exists()
@@ -376,7 +377,7 @@ def test_a_staff_user_without_the_cancel_permission_cannot_cancel(client, django
     assert "retry_selected" in offered_actions(changelist)
     assert "cancel_selected" not in offered_actions(changelist)
     assert client.post(reverse("admin:jobs_job_cancel", args=[queued.pk])).status_code == 403
-    run_action(client, "cancel_selected", queued)
+    run_action(client, "cancel_selected", queued, confirmed="yes")
     assert Job.objects.get(pk=queued.pk).status == JobStatus.QUEUED
 
 

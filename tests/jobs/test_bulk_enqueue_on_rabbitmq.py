@@ -139,3 +139,17 @@ def test_retrying_many_failed_jobs_from_the_admin_inserts_logs_and_publishes_the
     assert "Retried 1201 jobs." in notes
     assert any("its task testapp.no_longer_here no longer exists" in note for note in notes)
     assert not retries.filter(retry_of=gone).exists()
+
+
+def test_jobs_enqueued_together_with_task_sent_events_on_are_all_confirmed(broker, transactional_db, settings):
+    """`make run` on RabbitMQ sends a task-sent event per job for Flower, on
+    the channel of the job's own message: two delivery tags per job, which
+    once ran past the confirms' table (IndexError, a 500 from the bulk API)."""
+    settings.CELERY_TASK_SEND_SENT_EVENT = True
+    current_app.conf.task_send_sent_event = True
+    try:
+        jobs = job_enqueue_many(task_name="jobs.noop", calls=[((), {})] * 30)
+    finally:
+        current_app.conf.task_send_sent_event = False
+    assert _statuses(jobs) == {JobStatus.QUEUED}
+    assert _messages_in_default_queue() == 30

@@ -49,9 +49,11 @@ def test_the_same_job_key_from_two_users_gives_each_their_own_job(ann, bob, key)
     other = post(bob, "/api/jobs/", {"task": "jobs.noop", "unique_key": key})
     again = post(ann, "/api/jobs/", {"task": "jobs.noop", "unique_key": key})
 
-    assert first.status_code == other.status_code == again.status_code == 202
+    assert first.status_code == other.status_code == 202
     assert other.json()["id"] != first.json()["id"], "bob got ann's job back"
-    assert other.json()["task"] == "jobs.noop"
+    assert other.json()["task"] == "jobs.noop" and other.json()["deduplicated"] is False
+    # ann's own second request is deduplicated, and the answer says so.
+    assert again.status_code == 200 and again.json()["deduplicated"] is True
     assert again.json()["id"] == first.json()["id"], "the key no longer deduplicates ann's own jobs"
     assert Job.objects.get(pk=other.json()["id"]).requested_by == bob.user
 

@@ -4,7 +4,9 @@ compose/.env.example, YAML anchors and merges resolved, container paths
 mapped back to files in the repository."""
 
 import re
+import secrets
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path, PurePosixPath
 
 import yaml
@@ -29,6 +31,22 @@ def read_env_file(path: Path) -> dict[str, str]:
             name, _, value = line.partition("=")
             values[name.strip()] = value.strip()
     return values
+
+
+@cache
+def _filled_in_env() -> tuple[tuple[str, str], ...]:
+    env = read_env_file(ENV_EXAMPLE)
+    for name, value in env.items():
+        if "change-me" in value:
+            user, separator, _ = value.rpartition(":")  # FLOWER_BASIC_AUTH is user:password
+            env[name] = f"{user}{separator}{secrets.token_hex(32)}"
+    return tuple(env.items())
+
+
+def filled_in_env() -> dict[str, str]:
+    """compose/.env.example as an operator fills it in: every change-me
+    replaced by a random secret (the same ones for the whole test run)."""
+    return dict(_filled_in_env())
 
 
 def referenced_variables(text: str) -> set[str]:

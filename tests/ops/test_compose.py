@@ -15,7 +15,14 @@ import yaml
 from django.conf import settings
 
 from jobs.management.commands.worker import MAX_MEMORY_PER_CHILD_KIB
-from jobs.queues import QUEUE_TIME_LIMITS, RABBITMQ_CONSUMER_TIMEOUT_SECONDS, WORKER_GROUPS, Queue
+from jobs.queues import (
+    DEAD_LETTER_QUEUE_NAME,
+    QUEUE_TIME_LIMITS,
+    RABBITMQ_CONSUMER_TIMEOUT_SECONDS,
+    WORKER_GROUPS,
+    Queue,
+    QueueType,
+)
 from tests.ops.compose_model import (
     COMPOSE_DIR,
     COMPOSE_FILE,
@@ -38,6 +45,7 @@ IMAGE_PORTS = {
     "postgres": {5432},
     "rabbitmq": {5672, 15672, 15692},
     "prometheus": {9090},
+    "alertmanager": {9093},
     "grafana": {3000},
     "mailpit": {1025, 8025},
     "proxy": {80},
@@ -239,6 +247,10 @@ def test_the_kit_queues_and_only_they_dead_letter_to_a_bound_queue():
     dlx = policy["definition"]["dead-letter-exchange"]
     assert dlx in {exchange["name"] for exchange in definitions["exchanges"]}
     assert any(binding["source"] == dlx for binding in definitions["bindings"])
+    # The queue /metrics reports as kit_dead_letter_messages is the one bound.
+    assert {(b["source"], b["destination"]) for b in definitions["bindings"]} >= {
+        (dlx, DEAD_LETTER_QUEUE_NAME[QueueType.CLASSIC])
+    }
 
 
 def test_rabbitmq_lets_a_worker_hold_a_message_longer_than_any_hard_time_limit():
@@ -271,6 +283,8 @@ def test_grafana_and_prometheus_only_ask_for_metrics_the_kit_exports(monkeypatch
 
     monkeypatch.setattr(broker, "queue_depths", lambda: {})
     monkeypatch.setattr(broker, "workers_online", lambda: [])
+    monkeypatch.setattr(broker, "dead_letter_messages", lambda: 0)
+    monkeypatch.setattr(broker, "workers_resources", lambda: [])
     exported = set()
     for family in metrics.registry().collect():
         suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}.get(family.type, ("",))

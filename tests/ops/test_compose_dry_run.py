@@ -19,7 +19,7 @@ from kombu import Connection
 
 from jobs.queues import WORKER_GROUPS
 from tests.helpers import REPO, wait_for
-from tests.ops.compose_model import COMPOSE_DIR, load
+from tests.ops.compose_model import COMPOSE_DIR, filled_in_env, load
 from tests.ops.http import http_get
 
 STUBBED = ("python", "gunicorn", "prometheus", "docker-entrypoint.sh", "chown")
@@ -43,7 +43,7 @@ def stubs(tmp_path):
 def run_start_script(service_name: str, stubs, tmp_path, **extra_env) -> list[list[str]]:
     """Run the service's start script with its compose environment; return
     the calls the stubs recorded, program name first."""
-    service = load()[service_name]
+    service = load(filled_in_env())[service_name]
     script = service.host_path(service.argv[0])
     log = tmp_path / f"{service_name}.calls"
     env = {
@@ -70,7 +70,9 @@ def parse_management_command(argv: list[str]):
 
 
 def production_env(service_name: str) -> dict:
-    return {**os.environ, **load()[service_name].environment, "DJANGO_SECURE_COOKIES": "true"}
+    """The service's environment from a filled-in compose/.env (the
+    production settings refuse the example's placeholders)."""
+    return {**os.environ, **load(filled_in_env())[service_name].environment, "DJANGO_SECURE_COOKIES": "true"}
 
 
 def test_the_web_start_script_runs_gunicorn_on_the_wsgi_app_with_a_config_gunicorn_accepts(stubs, tmp_path):
@@ -120,7 +122,7 @@ def test_the_production_settings_pass_djangos_deployment_checks():
 def test_the_prometheus_start_script_writes_the_token_and_runs_with_the_mounted_config(stubs, tmp_path):
     token_file = tmp_path / "token"
     [call] = run_start_script("prometheus", stubs, tmp_path, METRICS_TOKEN_FILE=str(token_file))
-    assert token_file.read_text() == load()["prometheus"].environment["METRICS_TOKEN"]
+    assert token_file.read_text() == filled_in_env()["METRICS_TOKEN"]
     assert oct(token_file.stat().st_mode & 0o777) == "0o600"
     config = next(arg.split("=", 1)[1] for arg in call if arg.startswith("--config.file="))
     assert load()["prometheus"].host_path(config) == (COMPOSE_DIR / "prometheus" / "prometheus.yml").resolve()
@@ -129,20 +131,28 @@ def test_the_prometheus_start_script_writes_the_token_and_runs_with_the_mounted_
 def test_the_rabbitmq_start_script_writes_its_user_beside_the_definitions(stubs, tmp_path):
     [chown, entrypoint] = run_start_script("rabbitmq", stubs, tmp_path, RABBITMQ_DEFINITIONS_DIR=str(tmp_path))
     users = json.loads((tmp_path / "users.json").read_text())
-    environment = load()["rabbitmq"].environment
-    assert users["users"][0]["name"] == environment["RABBITMQ_USER"]
-    assert users["users"][0]["password"] == environment["RABBITMQ_PASSWORD"]
+    environment = load(filled_in_env())["rabbitmq"].environment
+    app, monitoring = users["users"]
+    assert (app["name"], app["password"]) == (environment["RABBITMQ_USER"], environment["RABBITMQ_PASSWORD"])
+    assert app["tags"] == ""  # no management access, let alone administrator
+    assert (monitoring["name"], monitoring["password"], monitoring["tags"]) == (
+        environment["RABBITMQ_MONITORING_USER"],
+        environment["RABBITMQ_MONITORING_PASSWORD"],
+        "monitoring",
+    )
     definitions = json.loads((COMPOSE_DIR / "rabbitmq/definitions.json").read_text())
-    assert users["permissions"][0]["vhost"] == definitions["vhosts"][0]["name"]
+    assert {permission["vhost"] for permission in users["permissions"]} == {definitions["vhosts"][0]["name"]}
+    monitoring_rights = next(p for p in users["permissions"] if p["user"] == monitoring["name"])
+    assert (monitoring_rights["configure"], monitoring_rights["write"], monitoring_rights["read"]) == ("^$",) * 3
     assert chown == ["chown", "rabbitmq:rabbitmq", str(tmp_path / "users.json")]
     assert entrypoint == ["docker-entrypoint.sh", "rabbitmq-server"]
 
 
 def test_the_rabbitmq_start_script_refuses_a_password_that_would_need_escaping(stubs, tmp_path):
-    service = load()["rabbitmq"]
+    service = load(filled_in_env())["rabbitmq"]
     env = {
         **service.environment,
-        "RABBITMQ_PASSWORD": 'short"quote',
+        "RABBITMQ_PASSWORD": 'a-long-password-with-a"quote',
         "PATH": f"{stubs}:{os.environ['PATH']}",
         "STUB_LOG": str(tmp_path / "log"),
         "RABBITMQ_DEFINITIONS_DIR": str(tmp_path),

@@ -42,6 +42,8 @@ def quiet_broker(monkeypatch):
     """A broker with two ready messages on `images` and one worker."""
     monkeypatch.setattr(broker, "queue_depths", lambda: {"images": broker.QueueDepth(messages=2, consumers=1)})
     monkeypatch.setattr(broker, "workers_online", lambda: ["general@host-a"])
+    monkeypatch.setattr(broker, "dead_letter_messages", lambda: 0)
+    monkeypatch.setattr(broker, "workers_resources", lambda: [])
 
 
 @pytest.fixture
@@ -124,6 +126,83 @@ def test_an_unreachable_broker_is_reported_not_raised(staff_client, monkeypatch)
     monkeypatch.setattr(broker, "queue_depths", lambda: None)
     samples = scrape(staff_client)
     assert sample(samples, "kit_broker_up") == 0
+
+
+def test_the_oldest_pending_and_queued_job_of_each_queue_has_an_age_and_every_other_queue_reads_zero(staff_client):
+    now = timezone.now()
+    make_job(queue="email", status=JobStatus.PENDING, created=now - timedelta(seconds=400))
+    make_job(queue="email", status=JobStatus.PENDING, created=now - timedelta(seconds=30))
+    # QUEUED: its wait counts from the broker's confirmation, not creation.
+    make_job(queue="email", status=JobStatus.QUEUED, created=now - timedelta(seconds=1000), queued=1000 - 120)
+    # Parked with a countdown: not late until it is due.
+    make_job(
+        queue="reports", status=JobStatus.PENDING, created=now - timedelta(seconds=600), eta=now + timedelta(hours=1)
+    )
+    make_job(queue="images", status=JobStatus.STARTED, created=now - timedelta(seconds=900))
+
+    samples = scrape(staff_client)
+
+    def age(queue, status):
+        return sample(samples, "kit_job_oldest_age_seconds", queue=queue, status=status)
+
+    assert 400 <= age("email", "PENDING") < 460
+    assert 120 <= age("email", "QUEUED") < 180
+    assert age("reports", "PENDING") == 0
+    assert age("images", "PENDING") == age("images", "QUEUED") == age("default", "QUEUED") == 0
+
+
+def test_jobs_finished_in_the_last_sixty_minutes_are_counted_per_queue_and_status_with_zeros(staff_client):
+    now = timezone.now()
+    make_job(queue="images", status=JobStatus.LOST, created=now - timedelta(minutes=50), finished=50 * 60 - 5)
+    make_job(queue="images", status=JobStatus.LOST, created=now - timedelta(minutes=90), finished=10 * 60)
+
+    samples = scrape(staff_client)
+
+    assert sample(samples, "kit_jobs_finished_last_hour", queue="images", status="LOST") == 1
+    assert sample(samples, "kit_jobs_finished_last_hour", queue="images", status="DEAD") == 0
+    assert sample(samples, "kit_jobs_finished_last_hour", queue="email", status="SUCCESS") == 0
+
+
+def test_dead_letters_worker_resources_and_alert_thresholds_are_exported(staff_client, monkeypatch, settings):
+    monkeypatch.setattr(broker, "dead_letter_messages", lambda: 4)
+    monkeypatch.setattr(
+        broker,
+        "workers_resources",
+        lambda: [
+            broker.worker_resources(
+                "heavy@host-b",
+                {
+                    "main": {"pid": 10, "cpu_seconds": 1.5, "rss_bytes": 50_000_000},
+                    "children": [
+                        {"pid": 11, "cpu_seconds": 2.0, "rss_bytes": 70_000_000},
+                        {"pid": 12, "cpu_seconds": 0.5, "rss_bytes": 30_000_000},
+                    ],
+                },
+            )
+        ],
+    )
+    settings.OPS_ALERT_THRESHOLDS = {**settings.OPS_ALERT_THRESHOLDS, "pending_age_seconds": 42}
+
+    samples = scrape(staff_client)
+
+    assert sample(samples, "kit_dead_letter_messages") == 4
+    assert sample(samples, "kit_worker_cpu_seconds_total", worker="heavy@host-b", process="main") == 1.5
+    assert sample(samples, "kit_worker_cpu_seconds_total", worker="heavy@host-b", process="pool") == 2.5
+    assert sample(samples, "kit_worker_resident_memory_bytes", worker="heavy@host-b", process="pool") == 100_000_000
+    assert sample(samples, "kit_worker_pool_processes", worker="heavy@host-b") == 2
+    assert sample(samples, "kit_alert_threshold", threshold="pending_age_seconds") == 42
+    assert sample(samples, "kit_alert_threshold", threshold="error_ratio") == 0.1
+
+
+def test_a_worker_that_does_not_know_the_resources_command_is_online_without_resources(monkeypatch):
+    class Control:
+        def broadcast(self, command, **options):
+            return [{"old@host": {"error": f"No such command: {command}"}}, {"new@host": {"main": {}, "children": []}}]
+
+    monkeypatch.undo()  # the real broker functions, not quiet_broker's stubs
+    monkeypatch.setattr(broker.current_app, "control", Control())
+    assert [worker.name for worker in broker.workers_resources()] == ["new@host"]
+    assert broker.workers_online() == ["new@host", "old@host"]  # it answered: it is online
 
 
 # -- Who may read them ---------------------------------------------------------

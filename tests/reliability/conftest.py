@@ -19,6 +19,7 @@ import pytest
 
 from tests.helpers import drop_publishing_pools, free_port, wait_for
 from tests.reliability.postgres_node import fault_postgres  # noqa: F401
+from tests.reliability.rabbitmq_cluster import on_quorum_cluster, rabbit_cluster  # noqa: F401
 
 NODE = f"kitfault{os.getpid()}@localhost"
 PORT = free_port()

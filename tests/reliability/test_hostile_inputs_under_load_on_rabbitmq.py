@@ -35,7 +35,7 @@ from reports import services as reports
 from reports.models import ReportRun
 from reports.params import InvalidParams
 from reports.registry import report_types
-from reports.scheduling import SCHEDULE_TASK
+from reports.services import SCHEDULE_TASK
 from tests.helpers import wait_for
 from tests.mail_tasks import settings as mail_test_settings
 from tests.mail_tasks.smtp_servers import Rejecting, SmtpServer

@@ -113,3 +113,70 @@ def noop_images(self) -> None:
 @job_task(name="testapp.noop_reports", queue=Queue.REPORTS)
 def noop_reports(self) -> None:
     pass
+
+
+# --- Django's Tasks API (jobs.django_tasks): plain functions under @task ----
+
+try:
+    from django.tasks import task
+except ImportError:  # Django before 6.0: the django-tasks backport
+    from django_tasks import task
+
+from jobs.django_tasks import transient_errors  # noqa: E402
+
+
+@task
+def dj_record(path: str, line: str) -> str:
+    """Appends `line` to `path`: each run leaves one line, so a test counts runs."""
+    with open(path, "a") as file:
+        file.write(line + "\n")
+    return line
+
+
+@task(queue_name="email", priority=-20)
+def dj_add(a: int, b: int) -> dict:
+    return {"sum": a + b, "pair": (a, b)}
+
+
+@task
+async def dj_double(value: int) -> int:
+    return value * 2
+
+
+@task(takes_context=True)
+@transient_errors(ConnectionError, retry_policy=FAST_RETRIES)
+def dj_flaky_with_context(context, failures: int) -> dict:
+    """Reports progress, then fails with a declared transient error on its
+    first `failures` attempts."""
+    context.progress(40, f"attempt {context.attempt}")
+    if context.attempt <= failures:
+        raise ConnectionError(f"attempt {context.attempt} could not connect")
+    return {"attempt": context.attempt, "job_id": context.job_id, "retries": context.retries}
+
+
+@task
+def dj_fail_unless_file(path: str) -> str:
+    if not Path(path).exists():
+        raise RuntimeError(f"{path} is missing")
+    return "found"
+
+
+@task
+def dj_kill_worker_once(marker: str) -> str:
+    """SIGKILLs its own worker child the first time (marker absent)."""
+    if not Path(marker).exists():
+        Path(marker).touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return "survived"
+
+
+@task
+def dj_kill_worker_always() -> None:
+    """A poison message: its worker child dies every time it runs."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@task
+def dj_block(seconds: float, marker: str) -> None:
+    Path(marker).touch()
+    time.sleep(seconds)

@@ -1,12 +1,16 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from jobs.beat_lock import BeatLock
 from jobs.management.commands._arguments import LOG_LEVELS
 from jobs.management.commands._celery import celery_run
 
 
 class Command(BaseCommand):
-    help = "Run Celery beat, the scheduler of periodic tasks (editable in the admin); run exactly one."
+    help = (
+        "Run Celery beat, the scheduler of periodic tasks (editable in the admin). On PostgreSQL a second beat "
+        "waits, sending nothing, until the first one ends (jobs/beat_lock.py)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -25,7 +29,13 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
-        code = celery_run(self.build_argv(options))
+        lock = BeatLock(poll_seconds=settings.JOBS_BEAT_LOCK_POLL_SECONDS)
+        lock.acquire(notify=lambda message: self.stderr.write(message))
+        lock.watch()
+        try:
+            code = celery_run(self.build_argv(options))
+        finally:
+            lock.release()
         if code:
             raise CommandError(f"Beat exited with code {code}.", returncode=code)
 

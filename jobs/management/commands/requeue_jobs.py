@@ -19,7 +19,7 @@ class Command(BaseCommand):
             choices=[status.value for status in RETRYABLE_STATUSES],
             help="Retry jobs in this state; repeat for several (default: FAILURE and DEAD).",
         )
-        parser.add_argument("--task", help="Only jobs of this task, e.g. media_tasks.thumbnail_create.")
+        parser.add_argument("--task", help="Only jobs of this task, e.g. media_tasks.renditions_create.")
         parser.add_argument("--dry-run", action="store_true", help="Count the jobs that would be retried; retry none.")
 
     def handle(self, *args, **options):

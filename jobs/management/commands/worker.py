@@ -8,7 +8,7 @@ from django.utils import autoreload
 
 from jobs.management.commands._arguments import LOG_LEVELS, positive_int
 from jobs.management.commands._celery import WorkerReloader, celery_run, stop_with_lifeline
-from jobs.queues import WORKER_GROUPS, Queue
+from jobs.queues import WORKER_GROUPS, Queue, broker_queue_names
 
 # A pool child is replaced after this many tasks, or after the task during
 # which its resident memory passed this many KiB: a slow leak in a library
@@ -93,7 +93,8 @@ class Command(BaseCommand):
         argv = [
             "worker",
             "--queues",
-            ",".join(queues),
+            # In quorum mode each queue is consumed as its priority lanes.
+            ",".join(broker_queue_names(queues, settings.KIT_QUEUE_TYPE)),
             "--hostname",
             options["hostname"] or f"{label}@%h",
             "--pool",
