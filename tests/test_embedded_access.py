@@ -11,8 +11,8 @@ import subprocess
 
 import pytest
 
+from tests.embedded_stack import NOT_INHERITED, STOP_TIMEOUT, Up, http, processes_with
 from tests.helpers import free_port, wait_for
-from tests.test_embedded_default import NOT_INHERITED, STOP_TIMEOUT, Up, http, processes_with
 
 pytestmark = pytest.mark.integration
 
