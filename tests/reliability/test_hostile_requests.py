@@ -226,3 +226,28 @@ def test_a_value_that_cannot_be_stored_is_a_400_naming_the_field(api, url, what)
 def test_a_hostile_unique_key_or_task_name_is_a_400(api, key):
     refused(post_raw(api, "/api/jobs/", json.dumps({"task": "jobs.noop", "unique_key": key})), 400, "unique_key")
     refused(post_raw(api, "/api/jobs/", json.dumps({"task": key})), 400, "task")
+
+
+# Raw query strings, as a client sends them (percent-encoded bytes).
+HOSTILE_QUERIES = {
+    "NUL in q": "q=a%00b",
+    "surrogate bytes in q": "q=%ED%A0%80",
+    "invalid UTF-8 in q": "q=%FF%FE",
+    "NUL in task": "task=jobs.noop%00",
+    "NUL in a time": "created_after=2026-01-01T00:00:00%00Z",
+    "long q": "q=" + "x" * 5000,
+}
+
+
+@pytest.mark.parametrize("query", list(HOSTILE_QUERIES))
+@pytest.mark.parametrize(
+    "url", ["/api/jobs/", "/api/images/", "/admin/jobs/job/", "/admin/mail_tasks/outboundmessage/"]
+)
+def test_hostile_query_parameters_are_never_a_500(api, admin_client, url, query):
+    client = admin_client if url.startswith("/admin/") else api
+    response = client.get(f"{url}?{HOSTILE_QUERIES[query]}")
+
+    assert response.status_code < 500, (response.status_code, response.content[:300])
+    if response.status_code == 400 and url.startswith("/api/"):
+        name = HOSTILE_QUERIES[query].partition("=")[0]
+        assert name in response.json(), response.json()
