@@ -251,3 +251,16 @@ def test_hostile_query_parameters_are_never_a_500(api, admin_client, url, query)
     if response.status_code == 400 and url.startswith("/api/"):
         name = HOSTILE_QUERIES[query].partition("=")[0]
         assert name in response.json(), response.json()
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["a@example.com\r\nBcc: b@example.com", "a\x0b@example.com", "\x1b[2Ja@example.com", "a" * 990 + "@example.com"],
+    ids=["CRLF", "VT", "ESC", "too long"],
+)
+def test_a_report_recipient_that_would_reach_a_header_hostile_is_a_400(api, address):
+    from reports.models import ReportRun
+
+    body = {"type": "jobs.export", "format": "csv", "email_to": [address]}
+    refused(post_raw(api, "/api/reports/", json.dumps(body)), 400, "email_to")
+    assert not ReportRun.objects.exists()
