@@ -264,3 +264,29 @@ def test_a_report_recipient_that_would_reach_a_header_hostile_is_a_400(api, addr
     body = {"type": "jobs.export", "format": "csv", "email_to": [address]}
     refused(post_raw(api, "/api/reports/", json.dumps(body)), 400, "email_to")
     assert not ReportRun.objects.exists()
+
+
+WRONG_TYPES = [None, True, 0, -1, 1e308, "", "x" * 10_000, [], {}, [[]], {"a": {}}]
+
+
+@pytest.mark.parametrize("url", list(BASE_BODIES))
+def test_every_field_of_every_json_endpoint_takes_any_wrong_type_with_a_4xx_and_stores_nothing(api, url):
+    from mail_tasks.models import OutboundMessage
+    from reports.models import ReportRun
+
+    body, _ = BASE_BODIES[url]
+    fields = {
+        "/api/jobs/": ["task", "args", "kwargs", "priority", "countdown", "unique_key"],
+        "/api/jobs/bulk/": ["task", "calls", "priority"],
+        "/api/mail/messages/": ["template", "to", "context", "idempotency_key", "priority"],
+        "/api/reports/": ["type", "format", "params", "email_to"],
+    }[url]
+    for field in fields:
+        for value in WRONG_TYPES:
+            response = post_raw(api, url, json.dumps({**body, field: value}))
+            assert response.status_code < 500, (field, value, response.status_code, response.content[:300])
+            if response.status_code >= 400:
+                assert not OutboundMessage.objects.exists() and not ReportRun.objects.exists(), (field, value)
+            Job.objects.all().delete()
+            OutboundMessage.objects.all().delete()
+            ReportRun.objects.all().delete()
