@@ -130,7 +130,7 @@ class KitUntracked(_Stamped):
         "no Job row, no result"
     )
     settings_module = "bench.settings_kit_untracked"
-    # What jobs.services._send gives a medium job on the default queue.
+    # What jobs.publishing._send gives a medium job on the default queue.
     send_options = {
         "queue": Queue.DEFAULT.value,
         "priority": PRIORITY_VALUE[Priority.MEDIUM],

@@ -25,8 +25,8 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.text import capfirst
 from django.views.decorators.http import require_POST
-from django_celery_results.admin import TaskResultAdmin
-from django_celery_results.models import TaskResult
+from django_celery_results.admin import GroupResultAdmin, TaskResultAdmin
+from django_celery_results.models import GroupResult, TaskResult
 
 from jobs import explain, failures, services
 from jobs.models import CANCELLABLE_STATUSES, FINISHED_STATUSES, RETRYABLE_STATUSES, Job, JobStatus
@@ -402,7 +402,7 @@ class JobAdmin(admin.ModelAdmin):
             job.progress_message,
         )
 
-    @admin.display(description="why is it not done?")
+    @admin.display(description="why it is not done")
     def why_waiting(self, job):
         sentence = explain.job_explain(job)
         return format_html('<span class="job-explanation">{}</span>', sentence or "It has finished.")
@@ -700,6 +700,7 @@ class JobAdmin(admin.ModelAdmin):
         jobs = iter(jobs)
         while chunk := list(islice(jobs, CHUNK_SIZE)):
             retryable = []
+            chosen = set()  # two selected jobs of one chain share a latest attempt
             for asked in chunk:
                 job = failures.latest_attempt(asked)
                 later = f"its latest attempt {str(job.pk)[:8]} " if job.pk != asked.pk else ""
@@ -707,10 +708,11 @@ class JobAdmin(admin.ModelAdmin):
                     skipped[f"{later or 'it '}was {job.status}"] += 1
                 elif job.task_name not in tasks:
                     skipped[f"its task {job.task_name} no longer exists"] += 1
-                elif job.pk in {other.pk for other in retryable}:
+                elif job.pk in chosen:
                     skipped[f"{later or 'it '}was already being retried"] += 1
                 else:
                     retryable.append(job)
+                    chosen.add(job.pk)
             # A chunk's new jobs and their log entries commit together, and
             # are published together when that commit happens.
             with transaction.atomic():
@@ -830,4 +832,21 @@ class ReadOnlyTaskResultAdmin(TaskResultAdmin):
 
     def has_delete_permission(self, request, obj=None):
         # jobs_prune deletes them with their jobs.
+        return False
+
+
+# The same for the results of Celery groups (chords), which only the result
+# backend writes.
+admin.site.unregister(GroupResult)
+
+
+@admin.register(GroupResult)
+class ReadOnlyGroupResultAdmin(GroupResultAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False

@@ -19,7 +19,14 @@ from django.utils import timezone
 from django_celery_results.backends.database import DatabaseBackend
 
 from jobs.models import Job
-from jobs.tracking import cached_statement, is_job_id, job_outcome_values, job_update_sql, run_tracking_statement
+from jobs.tracking import (
+    cached_statement,
+    is_job_id,
+    job_outcome_values,
+    job_update_sql,
+    run_tracking_statement,
+    task_result_upsert_sql,
+)
 from upstream.celery_results import extended_properties, request_meta
 
 _UPDATED_ON_CONFLICT = [
@@ -90,7 +97,9 @@ class TrackedDatabaseBackend(DatabaseBackend):
 
         def build(connection):
             upsert_sql = cached_statement(
-                connection, ("task_result_upsert", *update_fields), lambda c: self._write_upsert_sql(c, update_fields)
+                connection,
+                ("task_result_upsert", *update_fields),
+                lambda c: task_result_upsert_sql(c, self.TaskModel, self._column_names(), update_fields),
             )
             # A column a later django-celery-results adds is a KeyError here,
             # not a silent NULL.
@@ -102,19 +111,6 @@ class TrackedDatabaseBackend(DatabaseBackend):
 
         run_tracking_statement(build, using=using)
         return result
-
-    def _write_upsert_sql(self, connection, update_fields: list[str]) -> str:
-        """INSERT ... ON CONFLICT (task_id) DO UPDATE of one TaskResult, with
-        a placeholder per column of _column_names() (PostgreSQL only)."""
-        opts = self.TaskModel._meta
-        quote = connection.ops.quote_name
-        columns = [quote(opts.get_field(name).column) for name in self._column_names()]
-        updates = [quote(opts.get_field(name).column) for name in update_fields]
-        return (
-            f"INSERT INTO {quote(opts.db_table)} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))}) "
-            f"ON CONFLICT ({quote(opts.get_field('task_id').column)}) DO UPDATE SET "
-            + ", ".join(f"{column} = EXCLUDED.{column}" for column in updates)
-        )
 
     @classmethod
     @functools.cache

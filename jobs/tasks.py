@@ -6,7 +6,7 @@ import time
 
 from celery import shared_task
 
-from jobs import services
+from jobs import maintenance, publishing
 from jobs.base_task import job_task
 from jobs.exceptions import BadInput
 from jobs.queues import Queue
@@ -44,14 +44,14 @@ def sleep(self, seconds: float = 1.0, steps: int = 10) -> dict:
 # Not job tasks: they run every few seconds and would fill the job table.
 @shared_task(name="jobs.relay_outbox", ignore_result=True, queue=Queue.DEFAULT.value)
 def relay_outbox() -> int:
-    return services.outbox_relay()
+    return publishing.outbox_relay()
 
 
 @shared_task(name="jobs.reap_lost", ignore_result=True, queue=Queue.DEFAULT.value)
 def reap_lost() -> int:
-    return services.jobs_reap_lost()
+    return maintenance.jobs_reap_lost()
 
 
 @shared_task(name="jobs.prune", ignore_result=True, queue=Queue.DEFAULT.value)
 def prune() -> int:
-    return services.jobs_prune()
+    return maintenance.jobs_prune()

@@ -1,8 +1,12 @@
-"""Worker-side state changes of a Job, each one SQL statement.
+"""The job core's hand-written SQL: the state changes of a Job on the hot
+path (the publisher's QUEUED, the worker's STARTED, progress and outcome)
+and the result backend's TaskResult upsert.
 
-These run once or twice per job on the hot path, so each is one statement in
-one round trip to the database: none reads a row to write it back (DESIGN.md,
-invariant 6), and none opens a transaction of its own.
+These run once or twice per job, so each is one statement in one round trip
+to the database, written once per shape and bound on the server: none reads
+a row to write it back (DESIGN.md, invariant 6), and none opens a
+transaction of its own. The ORM builds every other query of the job core;
+here compiling it cost more than the database's work.
 """
 
 import uuid
@@ -134,6 +138,22 @@ def job_update_sql(connection, *, job_id: str, values: dict) -> tuple[str, list]
     return sql, [*params, Job._meta.pk.get_db_prep_value(job_id, connection)]
 
 
+def task_result_upsert_sql(connection, model, columns: list[str], update_fields: list[str]) -> str:
+    """INSERT ... ON CONFLICT (task_id) DO UPDATE of one TaskResult (`model`),
+    a placeholder per field of `columns` (PostgreSQL only). Not the ORM's
+    update_or_create: that is a locking SELECT and then a write, two round
+    trips for every task that ends (jobs/backend.py)."""
+    opts = model._meta
+    quote = connection.ops.quote_name
+    inserted = [quote(opts.get_field(name).column) for name in columns]
+    updates = [quote(opts.get_field(name).column) for name in update_fields]
+    return (
+        f"INSERT INTO {quote(opts.db_table)} ({', '.join(inserted)}) VALUES ({', '.join(['%s'] * len(inserted))}) "
+        f"ON CONFLICT ({quote(opts.get_field('task_id').column)}) DO UPDATE SET "
+        + ", ".join(f"{column} = EXCLUDED.{column}" for column in updates)
+    )
+
+
 def is_job_id(task_id: str) -> bool:
     # Job ids are UUIDs; Celery's own tasks may use other ids.
     try:
@@ -241,3 +261,34 @@ def job_record_outcome(*, job_id: str, celery_state: str, result, using: str | N
     """Mirror a state Celery stores for the task onto its Job row."""
     if is_job_id(job_id) and (values := job_outcome_values(celery_state=celery_state, result=result)):
         Job.objects.using(using).filter(pk=job_id).update(**values)
+
+
+# job_mark_queued names at most this many rows per statement.
+_IDS_PER_STATEMENT = 1000
+
+
+def job_mark_queued(job_ids: list) -> None:
+    """PENDING -> QUEUED once the broker has the messages: a tracking write,
+    relaxed like the workers' (jobs.tracking.relaxed_durability; if a crash
+    forgets it, the relay publishes the job again and a copy that finds it
+    finished does nothing). A fast worker may already have started a job:
+    it set queued_at itself (job_mark_started), so the row is left alone."""
+    now = timezone.now()
+    for start in range(0, len(job_ids), _IDS_PER_STATEMENT):
+        chunk = job_ids[start : start + _IDS_PER_STATEMENT]
+
+        def build(connection, chunk=chunk):
+            table = connection.ops.quote_name(Job._meta.db_table)
+            ids = [Job._meta.pk.get_db_prep_value(pk, connection) for pk in chunk]
+            sql = f"""
+                UPDATE {table} SET
+                    status = CASE WHEN status = %s THEN %s ELSE status END,
+                    queued_at = %s
+                {relaxed_durability(connection)}
+                WHERE {table}.id IN ({", ".join(["%s"] * len(ids))}) AND queued_at IS NULL
+            """
+            queued_at = Job._meta.get_field("queued_at").get_db_prep_save(now, connection)
+            params = [JobStatus.PENDING, JobStatus.QUEUED, queued_at, *ids]
+            return sql, params
+
+        run_tracking_statement(build)

@@ -350,7 +350,7 @@ CELERY_BEAT_SCHEDULE = {
 JOBS_RELAY_GRACE_SECONDS = env_int("JOBS_RELAY_GRACE_SECONDS", 10)
 # A job due further ahead than this waits in the database and is published
 # by the relay when it comes near, never parked on the broker for long
-# (RabbitMQ's consumer_timeout; jobs.services._held_back).
+# (RabbitMQ's consumer_timeout; jobs.publishing._held_back).
 JOBS_BROKER_ETA_HORIZON_SECONDS = env_int("JOBS_BROKER_ETA_HORIZON_SECONDS", 120)
 # Status changes after enqueue (QUEUED, and what workers write) wait for
 # PostgreSQL's WAL flush only if this is true (jobs.tracking.

@@ -8,7 +8,8 @@ from celery import current_app
 from django.db import transaction
 
 from jobs.models import Job, JobStatus
-from jobs.services import _Confirms, job_enqueue_many, outbox_relay
+from jobs.publishing import _Confirms, outbox_relay
+from jobs.services import job_enqueue_many
 from tests.helpers import drop_publishing_pools, wait_for
 from tests.jobs.test_outbox_on_rabbitmq import _messages_in_default_queue, broker_down
 

@@ -61,6 +61,18 @@ def test_search_finds_a_word_of_the_error_and_an_argument(admin_client):
     assert listed(admin_client.get(CHANGELIST, {"q": "noop"})) == {other.pk}
 
 
+def test_a_search_asks_the_index_for_its_most_distinctive_word_and_checks_the_whole_term(admin_client):
+    from jobs.search import _index_probe
+
+    assert _index_probe("user-500007@example.org") == "500007"
+    assert _index_probe("certificate has expired") == "certificate"
+    assert _index_probe("ab") == "ab"
+    wanted = make_job("testapp.fail_with", "user-500007@example.org", status=JobStatus.SUCCESS)
+    make_job("testapp.fail_with", "user-500007@example.net", status=JobStatus.SUCCESS)  # the word, not the term
+
+    assert listed(admin_client.get(CHANGELIST, {"q": "USER-500007@example.org"})) == {wanted.pk}
+
+
 def test_the_search_uses_its_trigram_index_on_postgresql():
     make_job("testapp.fail_with", "x", status=JobStatus.FAILURE, error="RuntimeError: the disk is on fire")
     with connection.cursor() as cursor:
@@ -252,6 +264,7 @@ def test_the_task_result_admin_is_read_only(admin_client):
     assert 'name="_save"' not in html
     assert admin_client.post(change, {"status": "FAILURE"}).status_code == 403
     assert TaskResult.objects.get(pk=result.pk).status == "SUCCESS"
+    assert admin_client.get(reverse("admin:django_celery_results_groupresult_add")).status_code == 403
 
 
 # -- Why isn't it running? ----------------------------------------------------------
@@ -374,3 +387,24 @@ def test_image_and_report_lists_name_job_statuses_as_the_job_admin_does(admin_cl
         assert 'title="Cancelled">REVOKED</a>' in html and ">Cancelled</a>" not in html
     failed_images = admin_client.get(reverse("admin:media_tasks_image_changelist"), {"job_status": "FAILURE"})
     assert listed(failed_images) == {broken.pk}
+
+
+def test_selecting_a_job_and_its_retry_retries_their_latest_attempt_once(admin_client):
+    original = make_job(status=JobStatus.FAILURE, error="RuntimeError: x")
+    admin_client.post(reverse("admin:jobs_job_retry", args=[original.pk]))
+    first = Job.objects.get(retry_of=original)
+    Job.objects.filter(pk=first.pk).update(status=JobStatus.FAILURE)
+
+    response = admin_client.post(
+        f"{CHANGELIST}?superseded=show",
+        {"action": "retry_selected", "_selected_action": [str(original.pk), str(first.pk)]},
+        follow=True,
+    )
+
+    assert Job.objects.filter(retry_of=first).count() == 1
+    assert Job.objects.filter(retry_of=original).count() == 1
+    assert shown_messages(response)[-2:] == [
+        "Retried 1 job.",
+        "Skipped 1 job: only failed, cancelled, dead or lost jobs can be retried "
+        f"(1 because its latest attempt {str(first.pk)[:8]} was already being retried).",
+    ]

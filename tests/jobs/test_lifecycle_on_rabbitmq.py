@@ -168,7 +168,12 @@ def test_cancelling_running_and_waiting_jobs_together_stops_the_running_and_neve
 
     response = admin_client.post(
         reverse("admin:jobs_job_changelist"),
-        {"action": "cancel_selected", "_selected_action": [str(job.pk) for job in [*running, *waiting]]},
+        # confirmed: the answer to the admin's "are you sure" page.
+        {
+            "action": "cancel_selected",
+            "_selected_action": [str(job.pk) for job in [*running, *waiting]],
+            "confirmed": "yes",
+        },
         follow=True,
     )
 

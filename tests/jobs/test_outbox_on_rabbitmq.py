@@ -9,7 +9,8 @@ from celery import current_app
 from django.db import transaction
 
 from jobs.models import Job, JobStatus
-from jobs.services import enqueue, outbox_relay
+from jobs.publishing import outbox_relay
+from jobs.services import enqueue
 from jobs.tasks import noop
 from tests.helpers import drop_publishing_pools, wait_for
 

@@ -4,7 +4,7 @@ on its own, with its reason on the Job, and the relay publishes the rest."""
 import pytest
 
 from jobs.models import Job, JobStatus
-from jobs.services import outbox_relay
+from jobs.publishing import outbox_relay
 
 pytestmark = pytest.mark.integration
 

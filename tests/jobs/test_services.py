@@ -7,8 +7,10 @@ from django.utils import timezone
 from django_celery_results.models import TaskResult
 
 from jobs.exceptions import BadInput, UnknownTask
+from jobs.maintenance import jobs_prune, jobs_reap_lost
 from jobs.models import Job, JobStatus
-from jobs.services import enqueue, job_cancel, job_enqueue, job_retry, jobs_prune
+from jobs.publishing import job_publish
+from jobs.services import enqueue, job_cancel, job_enqueue, job_retry
 from jobs.tracking import StartOutcome, error_summary, job_mark_started, job_record_outcome, job_report_progress
 
 pytestmark = pytest.mark.django_db
@@ -187,7 +189,6 @@ def test_every_hard_time_limit_is_below_rabbitmqs_consumer_timeout():
 
 
 def test_publishing_after_a_fast_worker_started_the_job_keeps_started_and_records_the_queue_time(broker):
-    from jobs.services import job_publish
 
     job = enqueue("jobs.noop")
     job_mark_started(job_id=str(job.id), worker="w1")  # the worker won the race
@@ -327,7 +328,6 @@ def test_a_retry_keeps_the_unique_key_so_two_retries_do_not_run_twice():
 
 def test_the_reaper_marks_lost_only_jobs_started_longer_than_their_limit_and_they_can_still_run():
     from jobs.queues import QUEUE_TIME_LIMITS, Queue
-    from jobs.services import jobs_reap_lost
 
     limit = QUEUE_TIME_LIMITS[Queue.DEFAULT].hard
     vanished, running, queued = (enqueue("jobs.noop") for _ in range(3))

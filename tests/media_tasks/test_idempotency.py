@@ -17,7 +17,7 @@ pytestmark = pytest.mark.django_db(transaction=True)  # files are deleted on com
 @pytest.fixture(autouse=True)
 def no_publishing(monkeypatch):
     """Uploads commit here; their jobs must not reach a broker."""
-    monkeypatch.setattr("jobs.services.job_publish", lambda job: False)
+    monkeypatch.setattr("jobs.publishing.job_publish", lambda job: False)
 
 
 @pytest.fixture

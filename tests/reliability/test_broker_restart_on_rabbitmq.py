@@ -10,7 +10,8 @@ import time
 import pytest
 
 from jobs.models import Job, JobStatus
-from jobs.services import enqueue, outbox_relay
+from jobs.publishing import outbox_relay
+from jobs.services import enqueue
 from tests.helpers import jobs_by_status, wait_for
 
 pytestmark = pytest.mark.integration

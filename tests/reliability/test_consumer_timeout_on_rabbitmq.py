@@ -7,7 +7,7 @@ consumer_timeout; by default Celery takes that for an unrecoverable error and
 the worker stops (the kit's settings make it reconnect instead). The kit keeps
 such jobs PENDING in the database until they are within
 JOBS_BROKER_ETA_HORIZON_SECONDS, below the timeout, and the outbox relay
-publishes them then (jobs.services._held_back). The publisher decides that,
+publishes them then (jobs.publishing._held_back). The publisher decides that,
 so the tests set the horizon in their own process. The control raises it
 above the timeout and sees RabbitMQ close the worker's channel (the shortened
 timeout is real), and the worker reconnect and run the job.
@@ -17,7 +17,8 @@ import pytest
 from django.test import override_settings
 
 from jobs.models import Job, JobStatus
-from jobs.services import enqueue, outbox_relay
+from jobs.publishing import outbox_relay
+from jobs.services import enqueue
 from tests.helpers import WorkerProcess, wait_for
 
 pytestmark = pytest.mark.integration

@@ -13,9 +13,10 @@ from django.core.management import call_command
 from django.db import connection
 from django.db.models import F
 
+from jobs.maintenance import jobs_reap_lost
 from jobs.models import Job, JobStatus
 from jobs.queues import QUEUE_TIME_LIMITS, Queue
-from jobs.services import enqueue, job_retry, jobs_reap_lost
+from jobs.services import enqueue, job_retry
 from tests.helpers import jobs_by_status, wait_for
 
 pytestmark = pytest.mark.integration

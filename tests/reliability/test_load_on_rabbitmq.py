@@ -11,8 +11,8 @@ from django.db.models import Count, Max
 from django_celery_results.models import TaskResult
 
 from jobs.models import Job, JobStatus
+from jobs.publishing import outbox_relay
 from jobs.queues import WORKER_GROUPS, Queue
-from jobs.services import outbox_relay
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration

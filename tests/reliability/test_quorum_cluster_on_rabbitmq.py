@@ -13,8 +13,9 @@ from django.db.models import Count, Max
 from django_celery_results.models import TaskResult
 
 from jobs.models import Job, JobStatus
+from jobs.publishing import outbox_relay
 from jobs.queues import Priority, Queue, QueueType, broker_queue_names, dead_letter_queue
-from jobs.services import enqueue, job_enqueue_many, outbox_relay
+from jobs.services import enqueue, job_enqueue_many
 from tests.helpers import WorkerProcess, wait_for
 
 pytestmark = pytest.mark.integration

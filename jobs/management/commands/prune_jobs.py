@@ -3,8 +3,8 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from jobs.maintenance import jobs_prune
 from jobs.management.commands._arguments import non_negative_int, positive_int
-from jobs.services import jobs_prune
 
 BATCH_SIZE = 5000
 

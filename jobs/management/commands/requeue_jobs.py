@@ -1,9 +1,9 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from jobs.exceptions import BadInput, UnknownTask
+from jobs.maintenance import jobs_requeue, jobs_requeue_candidates
 from jobs.models import RETRYABLE_STATUSES, JobStatus
 from jobs.registry import get_job_task
-from jobs.services import jobs_requeue, jobs_requeue_candidates
 
 DEFAULT_STATUSES = (JobStatus.FAILURE, JobStatus.DEAD)
 
