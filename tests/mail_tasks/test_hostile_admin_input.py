@@ -31,6 +31,8 @@ def test_bad_csv_rows_fail_their_recipient_alone_and_the_campaign_goes_on(admin_
         b"nul\x00addr@example.com,Cy\n"
         b"tab\taddr@example.com,Di\n"
         b"esc\x1b@example.com,Ed\n"
+        b"latin1@example.com,Jos\xe9\n"
+        b"bad\xff@example.com,Gus\n"
         b"fay@example.com,Fay\n"
     )
 
@@ -38,13 +40,13 @@ def test_bad_csv_rows_fail_their_recipient_alone_and_the_campaign_goes_on(admin_
 
     assert response.status_code == 302, response.content[:2000]
     campaign = Campaign.objects.get()
-    assert campaign.recipients_count == 6
+    assert campaign.recipients_count == 8
     statuses = dict(campaign.messages.values_list("to", "status"))
     assert statuses["ann@example.com"] == statuses["fay@example.com"] == MessageStatus.QUEUED
     failed = campaign.messages.filter(status=MessageStatus.FAILED)
-    assert failed.count() == 4
+    assert failed.count() == 6
     errors = " ".join(failed.values_list("last_error", flat=True))
-    assert "NUL" in errors and "control character" in errors
+    assert "NUL" in errors and "control character" in errors and "not UTF-8" in errors
 
 
 @pytest.mark.parametrize("name", ["na\x00me", "x" * 201])
