@@ -1,5 +1,3 @@
-from django.conf import settings
-from django.conf.urls.static import static
 from django.contrib import admin
 from django.urls import include, path
 
@@ -11,6 +9,6 @@ urlpatterns = [
     path("api/", include("reports.urls")),
     path("", include("mail_tasks.urls")),
 ]
-# Uploaded originals and renditions under `make run`; in production the web
-# server or the storage backend serves them (static() is a no-op there).
-urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)
+# Nothing under MEDIA_ROOT is served as such, in DEBUG or not: originals
+# (with their EXIF) and renditions go through an authorised view
+# (media_tasks.api.ImageFileDownload), mail attachments nowhere.

@@ -30,6 +30,7 @@ from jobs.models import ACTIVE_STATUSES, CANCELLABLE_STATUSES, RETRYABLE_STATUSE
 from jobs.queues import Priority, Queue
 from jobs.registry import job_tasks, public_job_tasks
 from jobs.search import jobs_search
+from jobs.storable import unstorable_reason
 
 MAX_COUNTDOWN_SECONDS = 7 * 24 * 3600
 LIST_LIMIT = 100
@@ -245,9 +246,14 @@ def _filtered_jobs(jobs: QuerySet, params) -> QuerySet:
         raise ValidationError(
             {name: f"Unknown filter {name!r}. Filters: {', '.join(LIST_FILTERS)}." for name in unknown}
         )
+    # A NUL would reach PostgreSQL in the search and fail there (a 500).
+    errors = {
+        name: f"{name} {found[1]}." for name in params if (found := unstorable_reason(params.getlist(name), name))
+    }
+    if errors:
+        raise ValidationError(errors)
     choices = {"status": JobStatus.values, "task": list(job_tasks()), "queue": [q.value for q in Queue]}
     fields = {"status": "status", "task": "task_name", "queue": "queue"}
-    errors = {}
     for name, valid in choices.items():
         if (value := params.get(name)) is None:
             continue

@@ -19,7 +19,7 @@ def _text_problem(text: str) -> str | None:
     if "\x00" in text:
         return "contains a NUL character"
     if _SURROGATE.search(text):
-        return "contains a lone surrogate (not valid Unicode text)"
+        return "contains a lone surrogate (not valid Unicode text; in a file: bytes that are not UTF-8)"
     return None
 
 

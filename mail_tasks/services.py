@@ -166,8 +166,11 @@ def email_send(
 def recipients_from_csv(file) -> Iterator[dict]:
     """Rows of a CSV with an `email` column (a text file, or a binary one in
     UTF-8, such as an upload); the other columns become the recipient's
-    template context."""
-    lines = codecs.iterdecode(file, "utf-8-sig") if isinstance(file.read(0), bytes) else file
+    template context. Bytes that are not UTF-8 come through as lone
+    surrogates (surrogateescape), so campaign_create fails that row alone
+    instead of the whole list."""
+    binary = isinstance(file.read(0), bytes)
+    lines = codecs.iterdecode(file, "utf-8-sig", errors="surrogateescape") if binary else file
     reader = csv.DictReader(lines)
     try:
         if "email" not in (reader.fieldnames or []):

@@ -1,14 +1,12 @@
 """Pages of the local SMTP sink (`manage.py smtp_sink`): what the kit sent,
 for staff only."""
 
-from email import policy
-from email.parser import BytesParser
-
 from django.contrib.admin.views.decorators import staff_member_required
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 
 from mail_tasks.models import ReceivedEmail
+from mail_tasks.sink import received_view
 
 LIST_LIMIT = 200
 
@@ -26,20 +24,12 @@ def sink_list(request):
 @staff_member_required
 def sink_detail(request, pk: int):
     received = get_object_or_404(ReceivedEmail, pk=pk)
-    message = BytesParser(policy=policy.default).parsebytes(bytes(received.raw))
-    text = message.get_body(preferencelist=("plain",))
-    html = message.get_body(preferencelist=("html",))
-    attachments = [part.get_filename() for part in message.iter_attachments()]
+    # Any message that arrived is shown (unknown charsets, broken MIME):
+    # mail_tasks.sink.received_view never raises.
+    shown = received_view(bytes(received.raw))
     return TemplateResponse(
         request,
         "mail_tasks/sink/detail.html",
-        {
-            "title": received.subject or "(no subject)",
-            "received": received,
-            "headers": list(message.items()),
-            "text": text.get_content() if text else "",
-            # Shown in a sandboxed iframe: no scripts, its own origin.
-            "html": html.get_content() if html else "",
-            "attachments": attachments,
-        },
+        # The HTML is shown in a sandboxed iframe: no scripts, its own origin.
+        {"title": received.subject or "(no subject)", "received": received, **shown},
     )

@@ -79,7 +79,8 @@ class RenditionInline(admin.TabularInline):
 
     @admin.display(description="file")
     def preview(self, rendition):
-        url = rendition.file.url
+        # The authorised download view: nothing under MEDIA_ROOT is public.
+        url = reverse("media_tasks:image-file", args=[rendition.image_id, rendition.name])
         return format_html('<a href="{}"><img src="{}" alt="" style="max-height:60px;max-width:120px"></a>', url, url)
 
 
@@ -165,6 +166,8 @@ class ImageAdmin(FollowsJobAdminMixin, admin.ModelAdmin):
     def _upload(self, request, data) -> list[Image]:
         files, options = data["files"], data["options"]
         try:
+            for file in files:
+                services.image_header_check(file=file)
             if len(files) == 1:
                 images = [services.image_upload(file=files[0], options=options, requested_by=request.user)]
             else:

@@ -7,10 +7,14 @@ process never parses an uploaded image: it checks sizes, stores the bytes
 under a generated name and enqueues; the worker reads the content.
 """
 
+from urllib.parse import quote
+
 from django.conf import settings
 from django.core.files.uploadhandler import FileUploadHandler, SkipFile
 from django.db.models import QuerySet
+from django.http import FileResponse, HttpResponse, HttpResponseBase
 from django.urls import reverse
+from django.utils.http import content_disposition_header
 from rest_framework import serializers, status
 from rest_framework.exceptions import APIException, NotFound, PermissionDenied, ValidationError
 from rest_framework.parsers import MultiPartParser
@@ -94,7 +98,9 @@ class OptionsRequest(serializers.Serializer):
 def rendition_representation(rendition: Rendition, request: Request) -> dict:
     return {
         "name": rendition.name,
-        "url": request.build_absolute_uri(rendition.file.url),
+        # The authorised view, never the storage's own URL: files are not
+        # public (ImageFileDownload).
+        "url": request.build_absolute_uri(reverse("media_tasks:image-file", args=[rendition.image_id, rendition.name])),
         "format": rendition.format,
         "width": rendition.width,
         "height": rendition.height,
@@ -206,6 +212,7 @@ class ImageCollection(_UploadView):
                 {"file": "Send exactly one file in the 'file' field; several go to /api/images/batches/."}
             )
         try:
+            services.image_header_check(file=files[0])
             image = services.image_upload(file=files[0], options=options, requested_by=request.user)
         except BadInput as exc:
             raise ValidationError({"file": str(exc)}) from None
@@ -238,6 +245,8 @@ class BatchCollection(_UploadView):
         """multipart/form-data: `files` (repeated), and optional options."""
         files, options = self.uploaded(request, "files")
         try:
+            for file in files:
+                services.image_header_check(file=file)
             batch = services.batch_upload(files=files, options=options, requested_by=request.user)
         except BadInput as exc:
             raise ValidationError({"files": str(exc)}) from None
@@ -251,3 +260,39 @@ class BatchDetail(APIView):
         if batch is None:
             raise NotFound("No such batch.")
         return Response(batch_representation(batch, request))
+
+
+class ImageFileDownload(APIView):
+    """GET /api/images/<id>/files/<rendition name or "original">: the file,
+    to the image's owner and users with media_tasks.view_image; 404 to
+    anyone else. Nothing under MEDIA_ROOT is served publicly (originals keep
+    their EXIF, GPS included). Behind compose's nginx the file is sent by
+    nginx from an internal location (X-Accel-Redirect,
+    MEDIA_TASKS_X_ACCEL_REDIRECT_PREFIX); otherwise Django streams it."""
+
+    def get(self, request: Request, image_id, name: str) -> HttpResponseBase:
+        image = _visible(request, Image.objects.all()).filter(pk=image_id).first()
+        if image is None:
+            raise NotFound("No such image.")
+        try:
+            served = services.image_file(image=image, name=name)
+        except BadInput as exc:
+            raise NotFound(str(exc)) from None
+        prefix = settings.MEDIA_TASKS_X_ACCEL_REDIRECT_PREFIX
+        if prefix:
+            response = HttpResponse(content_type=served.content_type)
+            response["X-Accel-Redirect"] = prefix.rstrip("/") + "/" + quote(served.field.name)
+        else:
+            try:
+                handle = served.field.open("rb")
+            except FileNotFoundError:
+                raise NotFound("The file is gone from storage.") from None
+            response = FileResponse(handle, content_type=served.content_type)
+        # An original is whatever was uploaded: downloaded, never rendered
+        # in the browser; nosniff keeps a rendition an image.
+        disposition = "attachment" if name == services.ORIGINAL else "inline"
+        response["Content-Disposition"] = content_disposition_header(disposition, served.download_name)
+        response["X-Content-Type-Options"] = "nosniff"
+        # Someone's picture: no shared cache keeps a copy.
+        response["Cache-Control"] = "private, no-store"
+        return response

@@ -16,7 +16,7 @@ import warnings
 from dataclasses import dataclass
 from io import BytesIO
 
-from PIL import Image, ImageCms, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageDraw, ImageFile, ImageFont, ImageOps, UnidentifiedImageError
 from PIL.ExifTags import Base as ExifTag
 
 from jobs.exceptions import BadInput
@@ -116,9 +116,46 @@ def open_image(data: bytes, *, allowed_formats: list[str], max_pixels: int) -> I
     return image
 
 
+# Formats Pillow decodes at a reduced scale (draft): their pixels are loaded
+# by decode(), once the scale is known; every other format is loaded in full
+# right after the header checks (_checked_load), before any metadata read.
+_DRAFTABLE_FORMATS = ("JPEG", "MPO")
+
+
+def _checked_load(image: Image.Image) -> None:
+    """Decode every pixel, or BadInput. Pillow's LOAD_TRUNCATED_IMAGES would
+    turn a truncated file into a picture with a grey or black tail: it is
+    off here whatever another library set."""
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        image.load()
+    except Exception as exc:  # truncated, corrupt, or hostile in the middle
+        raise BadInput(f"the image is corrupt or truncated: {exc}") from None
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
+def _pixels_loaded(image: Image.Image) -> bool:
+    return not getattr(image, "tile", None)
+
+
+def _exif(image: Image.Image) -> Image.Exif:
+    """The EXIF, without decoding pixels. Pillow's getexif() on a PNG (and
+    other formats) loads the whole image when the EXIF is not in the header,
+    and a decoding error there, swallowed as "unreadable EXIF", used to
+    leave a half-decoded picture that then rendered with black bands."""
+    if image.format in _DRAFTABLE_FORMATS or image.format == "TIFF" or _pixels_loaded(image):
+        return image.getexif()
+    exif = Image.Exif()
+    if raw := image.info.get("exif"):
+        exif.load(raw)
+    return exif
+
+
 def _orientation(image: Image.Image) -> int:
     try:
-        return int(image.getexif().get(ExifTag.Orientation, 1))
+        return int(_exif(image).get(ExifTag.Orientation, 1))
     except Exception:  # unreadable EXIF: show the pixels as stored
         return 1
 
@@ -167,10 +204,7 @@ def decode(image: Image.Image, *, scale: float) -> Image.Image:
     if scale < 1:
         width, height = image.size
         image.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
-    try:
-        image.load()
-    except Exception as exc:  # truncated, corrupt, or hostile in the middle
-        raise BadInput(f"the image is corrupt or truncated: {exc}") from None
+    _checked_load(image)
     try:
         ImageOps.exif_transpose(image, in_place=True)
     except Exception:  # unreadable EXIF: show the pixels as stored
@@ -304,6 +338,8 @@ def renditions_render(
     """Every rendition of one image, from a single decode. Raises BadInput
     for anything wrong with the image itself."""
     with open_image(data, allowed_formats=allowed_formats, max_pixels=max_pixels) as image:
+        if image.format not in _DRAFTABLE_FORMATS:
+            _checked_load(image)  # before any metadata read can load it half-way
         info = describe(image)
         exif = b"" if options.strip_metadata else kept_exif(image.getexif())
         plans = [(options.apply_to(spec), *plan(spec, info.width, info.height)) for spec in specs]

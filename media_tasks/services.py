@@ -6,7 +6,9 @@ import hashlib
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -14,6 +16,7 @@ from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import Storage
 from django.db import transaction
+from django.db.models.fields.files import FieldFile
 from django.utils import timezone
 from PIL import Image as PILImage
 
@@ -65,6 +68,50 @@ def image_validate(
         data, allowed_formats=allowed, max_pixels=max_pixels or settings.MEDIA_TASKS_MAX_PIXELS
     ) as image:
         return imaging.describe(image)
+
+
+def image_header_check(*, file: File) -> imaging.ImageInfo:
+    """What the header tells cheaply, checked where a person uploads (the
+    API and the admin answer with it at once instead of a job failing
+    later): an allowed format, within the pixel limit, a header that
+    parses. BadInput naming the file otherwise. No pixel is decoded: a file
+    corrupt further in still fails its job, in the worker."""
+    name = display_name(file.name) or "the file"
+    limit = settings.MEDIA_TASKS_MAX_UPLOAD_BYTES
+    if file.size > limit:
+        raise BadInput(f"{name} is {file.size:,} bytes; the limit is {limit:,}")
+    file.seek(0)
+    data = file.read()
+    file.seek(0)
+    try:
+        return image_validate(data=data)
+    except BadInput as exc:
+        raise BadInput(f"{name}: {exc}") from None
+
+
+ORIGINAL = "original"
+
+
+@dataclass(frozen=True)
+class ServedFile:
+    field: FieldFile
+    content_type: str
+    download_name: str
+
+
+def image_file(*, image: Image, name: str) -> ServedFile:
+    """The file of an image a download view sends: its original (`name`
+    "original") or the rendition of that name. BadInput if there is none.
+    Who may see it is the caller's check."""
+    stem = Path(image.original_name or str(image.id)).stem or str(image.id)
+    if name == ORIGINAL:
+        return ServedFile(image.original, "application/octet-stream", image.original_name or str(image.id))
+    rendition = image.renditions.filter(name=name).first()
+    if rendition is None:
+        raise BadInput(f"image {image.id} has no rendition named {name!r}")
+    extension = imaging.OUTPUT_FORMATS[rendition.format]
+    # JPEG -> image/jpeg, WEBP -> image/webp
+    return ServedFile(rendition.file, f"image/{rendition.format.lower()}", f"{stem}-{rendition.name}.{extension}")
 
 
 def images_follow_jobs(jobs: Sequence[Job]) -> None:

@@ -5,6 +5,8 @@ enqueues like the API, and a "regenerate" action.
 Runs are made and changed by reports.services only, never edited here.
 """
 
+import json
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -16,6 +18,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from jobs.admin import job_status_filter
+from jobs.storable import storable_text, unstorable_reason
 from jobs.subject_admin import FollowsJobAdminMixin
 from reports import services
 from reports.mailing import mail_available
@@ -28,10 +31,22 @@ def _type_choices() -> list[tuple[str, str]]:
     return [(name, f"{report.title} ({name})") for name, report in report_types().items()]
 
 
+class _RedisplayableJSONField(forms.JSONField):
+    """Django's JSONField, except that a value holding a lone surrogate is
+    shown again (with the form's error) \\u-escaped: written as it is, it
+    cannot be encoded into the page, and the error page would be a 500."""
+
+    def prepare_value(self, value):
+        text = super().prepare_value(value)
+        if isinstance(text, str) and storable_text(text) != text:
+            return json.dumps(value, ensure_ascii=True, cls=self.encoder)
+        return text
+
+
 class RequestForm(forms.Form):
     type = forms.ChoiceField(choices=_type_choices)
     format = forms.ChoiceField(choices=ReportFormat.choices)
-    params = forms.JSONField(
+    params = _RedisplayableJSONField(
         required=False,
         initial=dict,
         widget=forms.Textarea(attrs={"rows": 5, "cols": 60}),
@@ -42,6 +57,14 @@ class RequestForm(forms.Form):
     email_to = forms.CharField(
         required=False, help_text="Comma-separated addresses to send the file to when it is ready (optional)."
     )
+
+    def clean_params(self):
+        # What PostgreSQL cannot store (a NUL, a lone surrogate, 1e400) is
+        # the form's error here, not a 500 when the run is saved.
+        params = self.cleaned_data["params"]
+        if found := unstorable_reason(params, "params"):
+            raise forms.ValidationError(f"{found[0]} {found[1]}.")
+        return params
 
     def clean_email_to(self) -> list[str]:
         return [address.strip() for address in self.cleaned_data["email_to"].split(",") if address.strip()]

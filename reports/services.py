@@ -3,6 +3,7 @@ generate its file in constant memory, and clean up expired files (schedules
 are in reports.scheduling). Typed, keyword-only, testable without a broker."""
 
 import time
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import timedelta
 from itertools import islice
@@ -55,6 +56,11 @@ def _clean_recipients(email_to: Any) -> list[str]:
     if len(email_to) > MAX_RECIPIENTS:
         raise InvalidParams({"email_to": f"at most {MAX_RECIPIENTS} addresses"})
     for address in email_to:
+        # An address reaches the To header of the email: a control character
+        # (CR, LF, VT, ESC...) has no business there, whatever
+        # validate_email lets through.
+        if any(unicodedata.category(character) in ("Cc", "Zl", "Zp", "Cs") for character in address):
+            raise InvalidParams({"email_to": f"{address!r} contains a control character"})
         try:
             validate_email(address)
         except ValidationError:

@@ -1,6 +1,7 @@
 """Settings shared by every environment. Everything that differs between
 development and production comes from the environment (config/env.py)."""
 
+import os
 from pathlib import Path
 
 import dj_database_url
@@ -14,6 +15,21 @@ BASE_DIR = Path(__file__).resolve().parent.parent.parent
 # Runtime state of the embedded default (SQLite file, filesystem broker,
 # Flower and beat state) lives here, never inside the source tree proper.
 VAR_DIR = Path(env_str("KIT_VAR_DIR", str(BASE_DIR / "var")))
+
+
+def _owner_only(directory: Path) -> Path:
+    """var/ holds the embedded default's database (sessions, API tokens),
+    broker messages, reports and Flower's login: 0700, so nobody else on
+    the machine reads anything in it whatever each file's mode (`manage.py
+    up` also runs with umask 077). A var/ made before this is tightened."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    status = directory.stat()
+    if status.st_uid == os.getuid() and status.st_mode & 0o077:
+        directory.chmod(0o700)
+    return directory
+
+
+VAR_DIR = _owner_only(VAR_DIR)
 
 SECRET_KEY = env_str("DJANGO_SECRET_KEY")
 DEBUG = env_bool("DJANGO_DEBUG", False)
@@ -418,6 +434,11 @@ MEDIA_TASKS_MAX_UPLOAD_BYTES = env_int("MEDIA_TASKS_MAX_UPLOAD_BYTES", 25 * 1024
 MEDIA_TASKS_MAX_BATCH_FILES = env_int("MEDIA_TASKS_MAX_BATCH_FILES", 50)
 # A key of STORAGES; "default" is MEDIA_ROOT on the local file system.
 MEDIA_TASKS_STORAGE = env_str("MEDIA_TASKS_STORAGE", "default")
+# Originals and renditions are served only by media_tasks.api.
+# ImageFileDownload, after its access check. Set to nginx's internal
+# location (compose: /protected-media/) to have nginx send the file
+# (X-Accel-Redirect); empty: Django streams it.
+MEDIA_TASKS_X_ACCEL_REDIRECT_PREFIX = env_str("MEDIA_TASKS_X_ACCEL_REDIRECT_PREFIX", "")
 # What transparent pixels become in a JPEG.
 MEDIA_TASKS_BACKGROUND = env_str("MEDIA_TASKS_BACKGROUND", "#ffffff")
 # Watermark images a request may name: {"name": "/path/to/logo.png"}.

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -29,7 +30,6 @@ from jobs.management.commands import up as up_command
 from jobs.management.commands._process import Children, StopSignals
 from jobs.management.commands.beat import Command as BeatCommand
 from jobs.management.commands.ensure_admin import AdminAccount
-from jobs.management.commands.flower import Command as FlowerCommand
 from jobs.management.commands.up import Command as UpCommand
 from jobs.management.commands.worker import Command as WorkerCommand
 from jobs.models import Job, JobStatus
@@ -166,25 +166,51 @@ def flower_runs(monkeypatch):
     return runs
 
 
-@override_settings(DEBUG=False)
-def test_flower_refuses_to_start_without_a_login_when_debug_is_off(monkeypatch, flower_runs):
+@pytest.mark.parametrize("debug", [False, True])
+@pytest.mark.parametrize("address", ["127.0.0.1", "0.0.0.0", "localhost"])
+def test_flower_refuses_to_start_without_a_login_in_every_mode(monkeypatch, flower_runs, debug, address):
     monkeypatch.delenv("FLOWER_BASIC_AUTH", raising=False)
 
-    with pytest.raises(CommandError, match="Set FLOWER_BASIC_AUTH=user:password"):
-        call_command("flower")
+    with override_settings(DEBUG=debug), pytest.raises(CommandError, match="Set FLOWER_BASIC_AUTH=user:password"):
+        call_command("flower", "--address", address)
     assert flower_runs == []
 
 
-@override_settings(DEBUG=True)
-def test_flower_without_a_login_listens_on_loopback_only(monkeypatch, flower_runs):
+def test_up_makes_a_flower_login_once_owner_only_and_reuses_it(monkeypatch, settings, tmp_path):
     monkeypatch.delenv("FLOWER_BASIC_AUTH", raising=False)
+    settings.VAR_DIR = tmp_path / "var"
 
-    with pytest.raises(CommandError, match="loopback only"):
-        call_command("flower", "--address", "0.0.0.0")
-    assert flower_runs == []
+    first = flower_command.flower_login_ensure()
+    assert first.source == "generated" and first.user == "flower" and len(first.password) >= 16
+    assert os.environ["FLOWER_BASIC_AUTH"] == f"flower:{first.password}"
+    assert stat.S_IMODE(first.path.stat().st_mode) == 0o600
 
-    call_command("flower", "--port", "5599", stderr=StringIO())
-    assert flower_runs == [FlowerCommand().build_argv({"address": "127.0.0.1", "port": 5599})]
+    monkeypatch.delenv("FLOWER_BASIC_AUTH")
+    again = flower_command.flower_login_ensure()
+    assert (again.source, again.password) == ("file", None), "the password is shown only once"
+    assert os.environ["FLOWER_BASIC_AUTH"] == f"flower:{first.password}"
+
+    monkeypatch.setenv("FLOWER_BASIC_AUTH", "ops:own-secret")
+    assert flower_command.flower_login_ensure().source == "environment"
+
+
+@pytest.mark.parametrize(
+    ("header", "allowed"),
+    [
+        ("127.0.0.1:5555", True),
+        ("localhost:5555", True),
+        ("[::1]:5555", True),
+        ("LOCALHOST", True),
+        ("flower:5555", True),  # FLOWER_ALLOWED_HOSTS
+        ("attacker.example:5555", False),
+        ("127.0.0.1.attacker.example", False),
+        ("", False),
+    ],
+)
+def test_flower_answers_only_to_its_own_host_names(monkeypatch, header, allowed):
+    monkeypatch.setenv("FLOWER_ALLOWED_HOSTS", "flower")
+
+    assert (flower_command.host_name(header) in flower_command.allowed_hosts("0.0.0.0")) is allowed
 
 
 @override_settings(DEBUG=False)
@@ -414,8 +440,8 @@ def test_up_refuses_a_port_in_use():
 
 
 @override_settings(DEBUG=False)
-def test_up_refuses_to_start_flower_without_a_login_before_touching_anything(monkeypatch):
-    monkeypatch.delenv("FLOWER_BASIC_AUTH", raising=False)
+def test_up_refuses_a_malformed_flower_login_before_touching_anything(monkeypatch):
+    monkeypatch.setenv("FLOWER_BASIC_AUTH", "just-a-user")
     monkeypatch.setattr(up_command, "call_command", lambda *a, **k: pytest.fail("migrated before the Flower check"))
 
     with pytest.raises(CommandError, match="FLOWER_BASIC_AUTH"):

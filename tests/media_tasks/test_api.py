@@ -58,7 +58,7 @@ def test_an_image_shows_its_status_and_renditions(admin_client, hopper):
         "medium": (128, 128, "JPEG"),
         "large": (128, 128, "JPEG"),
     }
-    assert all(r["url"].startswith("http://testserver/media/renditions/") for r in body["renditions"])
+    assert all(r["url"] == f"http://testserver/api/images/{image_id}/files/{r['name']}" for r in body["renditions"])
 
 
 def test_a_batch_answers_202_with_one_status_url(admin_client, hopper, testdata):

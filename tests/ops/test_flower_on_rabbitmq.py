@@ -2,6 +2,10 @@
 watching a real worker on RabbitMQ, with its Broker tab reading RabbitMQ's
 management API."""
 
+import base64
+import urllib.error
+import urllib.request
+
 import pytest
 from django.core.management.base import CommandError
 
@@ -72,3 +76,24 @@ def test_flower_shows_the_worker_its_finished_task_and_the_queues_from_rabbitmq(
     assert queue["arguments"] == {"x-max-priority": 9}
     status, page = http_get(f"{flower.url}/broker", login=FLOWER_LOGIN)
     assert status == 200 and "default" in page
+
+
+@pytest.mark.parametrize("host", ["attacker.example", "attacker.example:5555", "127.0.0.1.nip.io", "10.0.0.5"])
+def test_flower_refuses_a_host_header_that_is_not_its_own_even_with_the_login(flower, host):
+    """A page on another site that points its own name at 127.0.0.1 (DNS
+    rebinding) sends its own Host header: Flower answers it nothing."""
+
+    def get(host_header: str, path: str = "/api/workers") -> int:
+        request = urllib.request.Request(f"{flower.url}{path}", headers={"Host": host_header})
+        request.add_header("Authorization", "Basic " + base64.b64encode(":".join(FLOWER_LOGIN).encode()).decode())
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    assert get(host) == 400
+    assert get(host, "/") == 400
+    assert get(host, "/healthcheck") == 200  # probes carry their own Host; it says only "OK"
+    assert get(f"localhost:{flower.port}") == 200
+    assert get(f"127.0.0.1:{flower.port}") == 200

@@ -226,3 +226,67 @@ def test_a_value_that_cannot_be_stored_is_a_400_naming_the_field(api, url, what)
 def test_a_hostile_unique_key_or_task_name_is_a_400(api, key):
     refused(post_raw(api, "/api/jobs/", json.dumps({"task": "jobs.noop", "unique_key": key})), 400, "unique_key")
     refused(post_raw(api, "/api/jobs/", json.dumps({"task": key})), 400, "task")
+
+
+# Raw query strings, as a client sends them (percent-encoded bytes).
+HOSTILE_QUERIES = {
+    "NUL in q": "q=a%00b",
+    "surrogate bytes in q": "q=%ED%A0%80",
+    "invalid UTF-8 in q": "q=%FF%FE",
+    "NUL in task": "task=jobs.noop%00",
+    "NUL in a time": "created_after=2026-01-01T00:00:00%00Z",
+    "long q": "q=" + "x" * 5000,
+}
+
+
+@pytest.mark.parametrize("query", list(HOSTILE_QUERIES))
+@pytest.mark.parametrize(
+    "url", ["/api/jobs/", "/api/images/", "/admin/jobs/job/", "/admin/mail_tasks/outboundmessage/"]
+)
+def test_hostile_query_parameters_are_never_a_500(api, admin_client, url, query):
+    client = admin_client if url.startswith("/admin/") else api
+    response = client.get(f"{url}?{HOSTILE_QUERIES[query]}")
+
+    assert response.status_code < 500, (response.status_code, response.content[:300])
+    if response.status_code == 400 and url.startswith("/api/"):
+        name = HOSTILE_QUERIES[query].partition("=")[0]
+        assert name in response.json(), response.json()
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["a@example.com\r\nBcc: b@example.com", "a\x0b@example.com", "\x1b[2Ja@example.com", "a" * 990 + "@example.com"],
+    ids=["CRLF", "VT", "ESC", "too long"],
+)
+def test_a_report_recipient_that_would_reach_a_header_hostile_is_a_400(api, address):
+    from reports.models import ReportRun
+
+    body = {"type": "jobs.export", "format": "csv", "email_to": [address]}
+    refused(post_raw(api, "/api/reports/", json.dumps(body)), 400, "email_to")
+    assert not ReportRun.objects.exists()
+
+
+WRONG_TYPES = [None, True, 0, -1, 1e308, "", "x" * 10_000, [], {}, [[]], {"a": {}}]
+
+
+@pytest.mark.parametrize("url", list(BASE_BODIES))
+def test_every_field_of_every_json_endpoint_takes_any_wrong_type_with_a_4xx_and_stores_nothing(api, url):
+    from mail_tasks.models import OutboundMessage
+    from reports.models import ReportRun
+
+    body, _ = BASE_BODIES[url]
+    fields = {
+        "/api/jobs/": ["task", "args", "kwargs", "priority", "countdown", "unique_key"],
+        "/api/jobs/bulk/": ["task", "calls", "priority"],
+        "/api/mail/messages/": ["template", "to", "context", "idempotency_key", "priority"],
+        "/api/reports/": ["type", "format", "params", "email_to"],
+    }[url]
+    for field in fields:
+        for value in WRONG_TYPES:
+            response = post_raw(api, url, json.dumps({**body, field: value}))
+            assert response.status_code < 500, (field, value, response.status_code, response.content[:300])
+            if response.status_code >= 400:
+                assert not OutboundMessage.objects.exists() and not ReportRun.objects.exists(), (field, value)
+            Job.objects.all().delete()
+            OutboundMessage.objects.all().delete()
+            ReportRun.objects.all().delete()

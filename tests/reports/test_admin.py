@@ -98,3 +98,20 @@ def test_runs_are_read_only(admin_client, generated, admin_user):
     assert response.status_code == 200
     assert run.file.name in response.text
     assert 'name="_save"' not in response.text
+
+
+@pytest.mark.parametrize(
+    ("params", "says"),
+    [
+        ('{"task": "jobs.noop\\u0000"}', "NUL"),
+        ('{"task": "\\ud800"}', "surrogate"),
+        ('{"task": 1e400}', "finite"),
+        ('{"task": ' + "[" * 40 + "]" * 40 + "}", "nested"),
+    ],
+)
+def test_request_parameters_that_cannot_be_stored_are_a_form_error(admin_client, params, says):
+    response = admin_client.post(ADD, {"type": "jobs.export", "format": "csv", "params": params})
+
+    assert response.status_code == 200
+    assert says in response.text and "errorlist" in response.text
+    assert not ReportRun.objects.exists()

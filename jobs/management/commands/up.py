@@ -18,7 +18,7 @@ from kombu.utils.url import maybe_sanitize_url
 from jobs.management.commands._arguments import positive_int
 from jobs.management.commands._process import Child, Children, StopSignals
 from jobs.management.commands.ensure_admin import AdminAccount, admin_ensure
-from jobs.management.commands.flower import AUTH_ENV, flower_auth_check
+from jobs.management.commands.flower import AUTH_ENV, flower_login_ensure
 from jobs.management.commands.flower import DEFAULT_PORT as FLOWER_PORT
 from jobs.queues import WORKER_GROUPS
 
@@ -119,10 +119,16 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
+        # Everything the embedded default writes (SQLite with sessions and
+        # tokens, broker messages, reports) is its owner's only; the
+        # children inherit the umask. var/ itself is 0700 (settings).
+        os.umask(0o077)
         self.output_lock = threading.Lock()
         self.check_ports(options)
-        if not options["no_flower"]:
-            flower_auth_check(HOST)  # before anything starts, not as a crash later
+        # Flower always asks for a login: FLOWER_BASIC_AUTH, else one made
+        # once under var/ (shown in the banner the first time). Checked
+        # before anything starts, not as a crash later.
+        self.flower_login = None if options["no_flower"] else flower_login_ensure()
         self.say(f"Migrating the database ({self.database_description()}).")
         call_command("migrate", interactive=False, verbosity=0)
         account = admin_ensure()
@@ -222,7 +228,12 @@ class Command(BaseCommand):
         ]
         lines.append(f"  Dashboard {web}{reverse('admin:ops_dashboard')}  metrics at {web}{reverse('ops:metrics')}")
         if not options["no_flower"]:
-            flower_login = f"login from {AUTH_ENV}" if os.environ.get(AUTH_ENV) else "no login (DEBUG, loopback only)"
+            flower_login = {
+                "environment": f"login from {AUTH_ENV}",
+                "file": f"user {self.flower_login.user!r}, password in {self.flower_login.path}",
+                "generated": f"user {self.flower_login.user!r}, password {self.flower_login.password!r}"
+                " (shown only this once; kept in var/, readable by you only)",
+            }[self.flower_login.source]
             lines.append(f"  Flower    http://{HOST}:{options['flower_port']}/  {flower_login}")
         if self.wants_smtp_sink(options):
             lines.append(
