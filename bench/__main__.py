@@ -1,4 +1,4 @@
-"""python -m bench [throughput|tracking|enqueue|latency|priorities|memory|images|mail|reports|all] [--quick]
+"""python -m bench [throughput|tracking|enqueue|latency|priorities|memory|images|mail|reports|embedded|all] [--quick]
 
 Needs PostgreSQL and RabbitMQ on loopback (DESIGN.md, "The machine"). Each
 benchmark runs the kit beside its baselines in the same run and prints
@@ -12,7 +12,18 @@ import subprocess
 import sys
 import time
 
-BENCHMARKS = ["throughput", "tracking", "enqueue", "latency", "priorities", "memory", "images", "mail", "reports"]
+BENCHMARKS = [
+    "throughput",
+    "tracking",
+    "enqueue",
+    "latency",
+    "priorities",
+    "memory",
+    "images",
+    "mail",
+    "reports",
+    "embedded",
+]
 
 
 def main() -> None:

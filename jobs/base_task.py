@@ -19,6 +19,7 @@ from celery.exceptions import Ignore, Reject
 from celery.result import AsyncResult
 from django.db import InterfaceError, OperationalError
 
+from jobs.exceptions import BadInput
 from jobs.queues import DEFAULT_RETRY_POLICY, Queue, RetryPolicy
 from jobs.tracking import StartOutcome, job_mark_started, job_report_progress
 
@@ -30,6 +31,10 @@ DATABASE_DOWN_PAUSE_SECONDS = 1.0
 class JobTask(Task):
     # May be enqueued over the HTTP API by a user with jobs.add_job.
     public: bool = False
+    # Expected in normal operation: Celery logs the failure in one line,
+    # without a traceback (jobs.log_filters shows it as a WARNING). The
+    # traceback is still stored with the result, for staff.
+    throws = (BadInput,)
 
     def __call__(self, *args, **kwargs):
         request = self.request

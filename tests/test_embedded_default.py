@@ -8,11 +8,21 @@ import re
 import signal
 import smtplib
 import subprocess
+import time
 
 import pytest
 
 from jobs.queues import WORKER_GROUPS
-from tests.embedded_stack import FLOWER_LOGIN, STOP_TIMEOUT, Up, first_run_env, http, manage_shell, processes_with
+from tests.embedded_stack import (
+    FLOWER_LOGIN,
+    STOP_TIMEOUT,
+    Up,
+    admin_token,
+    first_run_env,
+    http,
+    manage_shell,
+    processes_with,
+)
 from tests.helpers import free_port, wait_for
 
 pytestmark = pytest.mark.integration
@@ -82,3 +92,36 @@ def test_up_runs_a_job_on_sqlite_and_the_filesystem_broker_and_stops_cleanly(fir
     assert up.lines[-1] == "Stopped.", up.output
     assert ": killed." not in up.output
     assert processes_with(f"KIT_VAR_DIR={var_dir}".encode()) == []
+
+
+def test_up_says_one_line_per_program_then_nothing_while_idle_and_bad_input_in_one_line(first_run):
+    var_dir, env = first_run
+    up = Up(env, port=free_port(), flower_port=free_port()).start()
+    try:
+        up.wait_for_line(rf"^Ready: {re.escape(up.web)}/admin/$")
+        up.wait_for_line(r"^flower\s*\| .*Visit me at ")
+        programs = ("web", "worker:general", "worker:heavy", "beat", "flower", "smtp-sink")
+        for program in programs:
+            up.wait_for_line(rf"^{program}\s*\|")
+        # Through a whole outbox relay period (10 s) and then some.
+        idle_from = len(up.lines)
+        time.sleep(13)
+        said = [line.split("|")[0].strip() for line in up.lines if "|" in line]
+        assert sorted(said) == sorted(programs), up.output
+        assert up.lines[idle_from:] == [], up.output
+        assert "No hostname was supplied" not in up.output
+
+        token = admin_token(env)
+        status, job = http(f"{up.web}/api/jobs/", token=token, body={"task": "jobs.sleep", "args": [-1]})
+        assert status == 202, job
+        failed = wait_for(
+            lambda: (body := http(job["url"], token=token)[1])["status"] == "FAILURE" and body,
+            timeout=30,
+            what="the job to fail",
+        )
+        assert failed["error"] == "BadInput: seconds must be a number from 0 to 3600, not -1", failed
+        failure = up.wait_for_line(rf"^worker:general\s*\| .* WARNING .*{job['id']}.* raised expected: BadInput")
+        assert failure.string.endswith("BadInput('seconds must be a number from 0 to 3600, not -1')")
+        assert "Traceback" not in up.output
+    finally:
+        assert up.stop() == 0, up.output

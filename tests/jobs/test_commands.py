@@ -386,7 +386,8 @@ def test_up_runs_one_worker_per_group_beside_web_beat_flower_and_the_smtp_sink()
     assert list(commands) == ["web", "worker:general", "worker:heavy", "beat", "flower", "smtp-sink"]
     assert commands["web"][2:] == ["runserver", "127.0.0.1:8123"]
     assert commands["smtp-sink"][2:] == ["smtp_sink"]
-    assert commands["worker:heavy"][2:] == ["worker", "--group", "heavy", "--concurrency", "2"]
+    assert commands["worker:heavy"][2:] == ["worker", "--group", "heavy", "--concurrency", "2", "--quiet"]
+    assert commands["beat"][2:] == ["beat", "--quiet"]
     assert commands["flower"][2:] == ["flower", "--address", "127.0.0.1", "--port", "5123"]
     assert all(argv[0] == sys.executable and argv[1].endswith("manage.py") for argv in commands.values())
 

@@ -17,6 +17,9 @@ class Command(BaseCommand):
             help="Logging level (default: LOG_LEVEL from the environment).",
         )
         parser.add_argument(
+            "--quiet", action="store_true", help="Do not print Celery's start-up banner (`manage.py up` sets it)."
+        )
+        parser.add_argument(
             "--pidfile",
             default=str(settings.VAR_DIR / "celerybeat.pid"),
             help="PID file; a second beat on this machine refuses to start while it names a live process "
@@ -25,7 +28,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
-        code = celery_run(self.build_argv(options))
+        code = celery_run(self.build_argv(options), quiet=options["quiet"])
         if code:
             raise CommandError(f"Beat exited with code {code}.", returncode=code)
 

@@ -1,9 +1,11 @@
 import json
 import os
+import re
 import signal
 import socket
 import sys
 import threading
+import time
 from pathlib import Path
 
 from celery import current_app
@@ -32,6 +34,20 @@ CONCURRENCY = 2
 # shutdown began waits up to 30 s for it (billiard's
 # Worker._ensure_messages_consumed) before exiting.
 GRACE_SECONDS = 45
+# How each program says it is up. Until then its output is held back and
+# only that line shows, one per program; a program that exits first, or
+# says nothing of the kind within STARTING_SECONDS, has all of it shown.
+READY_LINE = {
+    "web": re.compile(r"^Starting development server at "),
+    "worker": re.compile(r" ready\.$"),
+    "beat": re.compile(r"beat: Starting\.\.\.$"),
+    "flower": re.compile(r"Visit me at "),
+    "smtp-sink": re.compile(r"^SMTP sink listening on "),
+}
+STARTING_SECONDS = 60
+# Blank lines, and runserver's advice, which `up` makes wrong: Ctrl-C stops
+# everything.
+DROPPED_LINE = re.compile(r"^(\s*|Quit the server with CONTROL-C\.)$")
 
 
 def port_free(port: int) -> bool:
@@ -119,7 +135,9 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        self.output_lock = threading.Lock()
+        self.output_lock = threading.RLock()
+        # Child name -> (when it started, its output held back until ready).
+        self.starting: dict[str, tuple[float, list[str]]] = {}
         self.check_ports(options)
         if not options["no_flower"]:
             flower_auth_check(HOST)  # before anything starts, not as a crash later
@@ -135,13 +153,20 @@ class Command(BaseCommand):
         crashed = None
         with StopSignals() as signals:
             try:
-                for name, argv in commands:
-                    child = children.start(name, argv)
-                    self.say(f"Started {name} (pid {child.pid}).")
                 self.say(self.banner(options, account))
+                for name, argv in commands:
+                    if name == "flower":
+                        # Flower asks the workers for their state as it starts
+                        # and warns about each that does not answer yet.
+                        self.wait_for_workers(children, signals)
+                    if name.split(":")[0] in READY_LINE:
+                        self.starting[name] = (time.monotonic(), [])
+                    children.start(name, argv)
                 crashed = self.supervise(children, signals, options["port"])
             finally:
                 self.stop_children(children, signals, options["grace"])
+                for name in list(self.starting):
+                    self.show_held_output(name)
         if crashed is not None:
             raise CommandError(f"{crashed.name} {exit_description(crashed.returncode)} unexpectedly; stopped the rest.")
         self.say("Stopped.")
@@ -167,6 +192,9 @@ class Command(BaseCommand):
     def child_env(self) -> dict:
         env = {name: value for name, value in os.environ.items() if name != autoreload.DJANGO_AUTORELOAD_ENV}
         env["PYTHONUNBUFFERED"] = "1"  # lines arrive as they are written, not in 8 KiB blocks
+        # runserver's warning against production use, five lines at each
+        # start: `up` is a development tool and says so in its help.
+        env["DJANGO_RUNSERVER_HIDE_WARNING"] = "true"
         return env
 
     def child_commands(self, options: dict) -> list[tuple[str, list[str]]]:
@@ -175,15 +203,24 @@ class Command(BaseCommand):
         noreload = options["noreload"]
         commands = [("web", [*manage, "runserver", f"{HOST}:{options['port']}", *(["--noreload"] if noreload else [])])]
         for group in WORKER_GROUPS:
-            worker = [*manage, "worker", "--group", group, "--concurrency", str(options["concurrency"])]
+            worker = [*manage, "worker", "--group", group, "--concurrency", str(options["concurrency"]), "--quiet"]
             commands.append((f"worker:{group}", [*worker, *(["--no-autoreload"] if noreload else [])]))
         if not options["no_beat"]:
-            commands.append(("beat", [*manage, "beat"]))
+            commands.append(("beat", [*manage, "beat", "--quiet"]))
         if not options["no_flower"]:
             commands.append(("flower", [*manage, "flower", "--address", HOST, "--port", str(options["flower_port"])]))
         if self.wants_smtp_sink(options):
             commands.append(("smtp-sink", [*manage, "smtp_sink"]))
         return commands
+
+    def wait_for_workers(self, children: Children, signals: StopSignals) -> None:
+        """Until every worker said it is ready, one exited, or a stop was
+        asked for; at most STARTING_SECONDS."""
+        deadline = time.monotonic() + STARTING_SECONDS
+        while any(name.startswith("worker:") for name in self.starting) and time.monotonic() < deadline:
+            if signals.stop.is_set() or children.first_exited() is not None:
+                return
+            signals.stop.wait(0.1)
 
     def supervise(self, children: Children, signals: StopSignals, port: int) -> Child | None:
         """Wait for a stop signal (None) or for a child to die (that child).
@@ -192,7 +229,11 @@ class Command(BaseCommand):
         while not signals.stop.is_set():
             crashed = children.first_exited()
             if crashed is not None:
+                self.show_held_output(crashed.name)
                 return crashed
+            for name, (since, _) in list(self.starting.items()):
+                if time.monotonic() - since > STARTING_SECONDS:
+                    self.show_held_output(name)
             if not announced and port_answers(port):
                 self.say(f"Ready: http://{HOST}:{port}{reverse('admin:index')}")
                 announced = True
@@ -264,4 +305,21 @@ class Command(BaseCommand):
             self.stdout.flush()
 
     def write_child_line(self, name: str, line: str) -> None:
-        self.say(f"{name:<{self.name_width}} | {line}")
+        with self.output_lock:
+            if name in self.starting:
+                if READY_LINE[name.split(":")[0]].search(line):
+                    del self.starting[name]
+                else:
+                    self.starting[name][1].append(line)
+                    return
+            elif DROPPED_LINE.match(line):
+                return
+            self.say(f"{name:<{self.name_width}} | {line}")
+
+    def show_held_output(self, name: str) -> None:
+        """Everything a program said while starting, and from now on as it
+        comes: it did not start as it should."""
+        with self.output_lock:
+            _, held = self.starting.pop(name, (0, []))
+            for line in held:
+                self.say(f"{name:<{self.name_width}} | {line}")
