@@ -51,7 +51,9 @@ cache = TTLCache()
 @dataclass(frozen=True)
 class QueueDepth:
     messages: int  # ready for a consumer (not the unacknowledged ones a worker holds)
-    consumers: int  # worker connections consuming it
+    # Worker connections consuming it; None where the broker keeps no list of
+    # consumers (the embedded filesystem broker answers 0 whoever consumes).
+    consumers: int | None
 
 
 def queue_depths() -> dict[str, QueueDepth] | None:
@@ -66,6 +68,7 @@ def _queue_depths() -> dict[str, QueueDepth] | None:
     try:
         # One quick retry: a scrape should fail fast, not hang on a dead broker.
         connection.ensure_connection(max_retries=1, interval_start=0, timeout=3)
+        counted = counts_consumers(connection)
         for queue in Queue:
             # A passive declare of a queue that does not exist yet (no worker
             # or publisher declared it) closes its channel: one channel per
@@ -73,9 +76,9 @@ def _queue_depths() -> dict[str, QueueDepth] | None:
             channel = connection.channel()
             try:
                 _, messages, consumers = channel.queue_declare(queue=queue.value, passive=True)
-                depths[queue.value] = QueueDepth(messages=messages, consumers=consumers)
+                depths[queue.value] = QueueDepth(messages=messages, consumers=consumers if counted else None)
             except connection.channel_errors:
-                depths[queue.value] = QueueDepth(messages=0, consumers=0)
+                depths[queue.value] = QueueDepth(messages=0, consumers=0 if counted else None)
             finally:
                 _close_quietly(channel, connection)
     except broker_errors(connection):
@@ -84,6 +87,15 @@ def _queue_depths() -> dict[str, QueueDepth] | None:
     finally:
         connection.release()
     return depths
+
+
+def counts_consumers(connection=None) -> bool:
+    """Whether the broker knows who consumes a queue: RabbitMQ does; the
+    embedded filesystem broker has no server to keep count."""
+    if connection is None:
+        with current_app.connection_for_read() as connection:
+            return connection.transport.driver_type == "amqp"
+    return connection.transport.driver_type == "amqp"
 
 
 def broker_errors(connection) -> tuple[type[BaseException], ...]:

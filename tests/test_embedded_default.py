@@ -72,6 +72,10 @@ def test_up_runs_a_job_on_sqlite_and_the_filesystem_broker_and_stops_cleanly(fir
         assert http(f"{flower}/", login=None)[0] == 401
         assert http(f"{flower}/", login=("flower", "wrong"))[0] == 401
         assert http(f"{flower}/", login=FLOWER_LOGIN)[0] == 200
+        # Its Broker tab, which reads RabbitMQ's management API, says why it
+        # has nothing to show instead of a bare 404.
+        status, page = http(f"{flower}/broker", login=FLOWER_LOGIN)
+        assert status == 200 and "Broker: not available on the embedded broker." in page, page
 
         # Flower reaches the workers through the broker (remote control).
         def workers_in_flower():
