@@ -17,6 +17,7 @@ from django.urls import Resolver404, resolve, reverse
 from django.utils import autoreload
 from kombu.utils.url import maybe_sanitize_url
 
+from jobs.filesystem_broker import SUFFIX, queue_of
 from jobs.management.commands._arguments import positive_int
 from jobs.management.commands._process import Child, Children, StopSignals
 from jobs.management.commands.ensure_admin import AdminAccount, admin_ensure
@@ -76,28 +77,42 @@ def exit_description(returncode: int) -> str:
 
 
 def broker_tables_prepare() -> None:
-    """Create the filesystem broker's exchange tables before several
-    processes bind queues to them at once.
+    """Make the filesystem broker's exchange tables ready for the programs
+    `up` is about to start, which bind their queues afresh.
 
-    kombu creates a table on the first bind by opening it truncated before it
-    takes the lock, so two processes starting together (two workers, Flower's
-    parallel inspect calls) can interleave their writes and leave invalid JSON
-    that fails every later control command (Flower's worker pages, `celery
-    inspect`). A valid table is left alone; a corrupt one is emptied: every
-    process binds its queues again when it starts.
+    The kit's own exchange keeps its valid table: its queues are durable.
+    Events, remote control and replies go to queues that live as long as
+    their consumer (Flower's events, a worker's mailbox), which a filesystem
+    cannot tell are gone: left bound, every later event would be written for
+    a Flower that stopped, run after run, and nothing would read it. Their
+    tables are emptied and the messages waiting for those queues deleted.
+    A corrupt table is emptied too: kombu creates a table on the first bind
+    by opening it truncated before it takes the lock, so two processes
+    starting together could interleave their writes and leave invalid JSON
+    that fails every later control command.
     """
     if not settings.CELERY_BROKER_URL.startswith("filesystem://"):
         return
-    control = Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS["control_folder"])
+    options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
+    control = Path(options["control_folder"])
     mailbox = current_app.control.mailbox
-    exchanges = {queue.exchange.name for queue in current_app.conf.task_queues}
-    exchanges |= {current_app.conf.event_exchange, mailbox.exchange.name, mailbox.reply_exchange.name}
-    for name in exchanges:
+    durable = {queue.exchange.name for queue in current_app.conf.task_queues}
+    transient = {current_app.conf.event_exchange, mailbox.exchange.name, mailbox.reply_exchange.name} - durable
+    for name in durable | transient:
         table = control / f"{name}.exchange"
         try:
             json.loads(table.read_text())
         except (FileNotFoundError, ValueError):
             table.write_text("[]")
+        else:
+            if name in transient:
+                table.write_text("[]")
+    task_queues = {queue.name for queue in current_app.conf.task_queues}
+    folder = Path(options.get("data_folder_in", ""))
+    if folder.is_dir():
+        for message in folder.glob(f"*{SUFFIX}"):
+            if queue_of(message.name) not in task_queues:
+                message.unlink(missing_ok=True)
 
 
 class Command(BaseCommand):
