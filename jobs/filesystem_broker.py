@@ -40,6 +40,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from functools import cached_property
 from pathlib import Path
 from queue import Empty
 
@@ -157,7 +158,7 @@ class Channel(filesystem.Channel):
     def claim_root(self) -> Path:
         return Path(self.transport_options.get("claim_folder") or self.queue_folder.parent / "claimed")
 
-    @property
+    @cached_property
     def staging_folder(self) -> Path:
         folder = Path(self.transport_options.get("staging_folder") or self.queue_folder.parent / "staging")
         folder.mkdir(parents=True, exist_ok=True)
