@@ -1,7 +1,7 @@
-"""Every shell example of the README that talks to the stack
-(http://127.0.0.1:8000) runs, as written and in order, against a live
+"""Every shell example of README.md and reports/README.md that talks to the
+stack (http://127.0.0.1:8000) runs, as written and in order, against a live
 `manage.py up` on the embedded default, and does what the README says it
-does: the README cannot drift from the code."""
+does: the READMEs cannot drift from the code."""
 
 import os
 import re
@@ -36,10 +36,11 @@ def readme_examples(readme: Path) -> list[str]:
     return [block for block in blocks if README_URL in block]
 
 
-def test_the_readme_has_runnable_examples_for_jobs_images_email_and_reports():
+def test_the_readmes_have_runnable_examples_for_jobs_images_email_and_reports():
     examples = "\n".join(readme_examples(REPO / "README.md"))
     for endpoint in ("/api/jobs/", "/api/jobs/bulk/", "/api/images/", "/api/mail/messages/", "/api/reports/"):
         assert f"{README_URL}{endpoint}" in examples
+    assert f"{README_URL}/api/reports/" in "\n".join(readme_examples(REPO / "reports" / "README.md"))
 
 
 @pytest.fixture
@@ -56,7 +57,16 @@ def test_every_readme_example_works_against_a_live_stack(first_run, tmp_path):
     checkout.mkdir()
     for name in ("manage.py", ".venv"):
         (checkout / name).symlink_to(REPO / name)
-    script = PREAMBLE + "\n".join(readme_examples(REPO / "README.md")).replace(README_URL, up.web)
+    # reports/README.md's examples go on with the main README's $TOKEN, in a
+    # folder of their own: its download has the name of one made above.
+    script = "\n".join(
+        [
+            PREAMBLE,
+            *readme_examples(REPO / "README.md"),
+            "mkdir reports-readme && cd reports-readme",
+            *readme_examples(REPO / "reports" / "README.md"),
+        ]
+    ).replace(README_URL, up.web)
     try:
         up.wait_for_line(rf"^Ready: {re.escape(up.web)}/admin/$")
         for program in ("worker:general", "worker:heavy", "smtp-sink"):
@@ -88,6 +98,7 @@ def test_every_readme_example_works_against_a_live_stack(first_run, tmp_path):
         assert set(reports) == {".csv", ".xlsx", ".pdf"}, done.stdout
         assert reports[".pdf"].startswith(b"%PDF") and reports[".xlsx"].startswith(b"PK")
         assert reports[".csv"].decode("utf-8-sig").startswith("Period start,Task,Queue,Jobs")
+        assert [path.suffix for path in (checkout / "reports-readme").iterdir()] == [".pdf"]
     finally:
         assert up.stop() == 0, up.output[-3000:]
     # No job left behind (a few events for the Flower that stopped may be:
