@@ -1,5 +1,5 @@
-"""python -m bench [throughput|peers|tracking|enqueue|latency|priorities|memory|images|mail|reports|search|all]
-                   [--quick]
+"""python -m bench [throughput|peers|tracking|enqueue|latency|priorities|memory|images|mail|reports|search|
+                   embedded|all] [--quick]
 
 Needs PostgreSQL and RabbitMQ on loopback (DESIGN.md, "The machine"). Each
 benchmark runs the kit beside its baselines in the same run and prints
@@ -25,6 +25,7 @@ BENCHMARKS = [
     "mail",
     "reports",
     "search",
+    "embedded",
 ]
 
 

@@ -23,7 +23,7 @@ from celery.exceptions import Ignore, Reject
 from celery.result import AsyncResult
 from django.db import InterfaceError, OperationalError
 
-from jobs.exceptions import UnsupportedOption
+from jobs.exceptions import BadInput, UnsupportedOption
 from jobs.models import Job
 from jobs.queues import DEFAULT_RETRY_POLICY, MAX_PRIORITY, PRIORITY_VALUE, Priority, Queue, RetryPolicy
 from jobs.services import job_enqueue
@@ -51,6 +51,10 @@ class JobTask(Task):
     # (a sleep of a year): the API answers 400 with it, and the worker fails
     # a job that got past it (enqueued from code) before running it.
     argument_check = None
+    # Expected in normal operation: Celery logs the failure in one line,
+    # without a traceback (jobs.log_filters shows it as a WARNING). The
+    # traceback is still stored with the result, for staff.
+    throws = (BadInput,)
 
     def __call__(self, *args, **kwargs):
         request = self.request

@@ -40,6 +40,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from functools import cached_property
 from pathlib import Path
 from queue import Empty
 
@@ -53,12 +54,19 @@ logger = logging.getLogger(__name__)
 # A consumer that holds its prefetch, or that found a message on its last
 # look, looks again after this long: a freed slot is refilled within a few
 # milliseconds. While its queues stay empty the wait doubles up to
-# MAX_POLL_SECONDS, so an idle stack lists each folder some 20 times a
-# second per consumer, and a job posted to it waits 25 ms on average.
+# MAX_POLL_SECONDS: an idle consumer lists the folder 50 times a second
+# (about 1% of a core each, measured: two workers and Flower), and a job
+# posted to an idle stack waits 10 ms on average for a worker to look.
 MIN_POLL_SECONDS = 0.002
-MAX_POLL_SECONDS = 0.05
+MAX_POLL_SECONDS = 0.02
 # How often a consumer looks for messages held by a process that died.
 ORPHAN_CHECK_SECONDS = 2.0
+# One listing of the queue folder serves every channel of a process (a
+# worker's tasks and its remote control) for this long: listing a folder of
+# a thousand messages costs a millisecond, once per message it was four.
+# A name in it that another consumer took since fails its rename and is
+# skipped; a message published since waits this much longer at most.
+LISTING_SECONDS = 0.01
 SUFFIX = ".msg"
 LOCK_NAME = "lock"
 
@@ -150,7 +158,7 @@ class Channel(filesystem.Channel):
     def claim_root(self) -> Path:
         return Path(self.transport_options.get("claim_folder") or self.queue_folder.parent / "claimed")
 
-    @property
+    @cached_property
     def staging_folder(self) -> Path:
         folder = Path(self.transport_options.get("staging_folder") or self.queue_folder.parent / "staging")
         folder.mkdir(parents=True, exist_ok=True)
@@ -182,16 +190,11 @@ class Channel(filesystem.Channel):
 
     def _get_many(self, queues, timeout=None):
         """Deliver one message: the queues take turns, and within a queue the
-        highest priority, oldest first. One listing serves every queue."""
+        highest priority, oldest first."""
         self._orphans_requeue_due()
-        wanted = {f"{queue}{SUFFIX}": queue for queue in queues}
-        waiting: dict[str, list[str]] = defaultdict(list)
-        for name in os.listdir(self.queue_folder):
-            queue = wanted.get(name.partition(".")[2])
-            if queue is not None:
-                waiting[queue].append(name)
-        if waiting:
-            turns = list(dict.fromkeys(queues))
+        waiting = self.connection.waiting(self.queue_folder)
+        turns = [queue for queue in dict.fromkeys(queues) if waiting.get(queue)]
+        if turns:
             start = self._round_robin % len(turns)
             for queue in turns[start:] + turns[:start]:
                 payload = self._claim_first(waiting[queue])
@@ -209,21 +212,18 @@ class Channel(filesystem.Channel):
 
     def _get(self, queue):
         """basic_get: the next message of one queue, claimed."""
-        find = f"{queue}{SUFFIX}"
-        payload = self._claim_first([name for name in os.listdir(self.queue_folder) if name.partition(".")[2] == find])
+        payload = self._claim_first(self.connection.waiting(self.queue_folder, fresh=True).get(queue, []))
         if payload is None:
             raise Empty()
         return payload
 
     def _claim_first(self, names: list[str]) -> dict | None:
-        """Claim the first of `names` in order that no other consumer took
-        first; its payload, or None."""
-        if not names:
-            return None
-        first = min(names)
-        candidates = [first] + sorted(name for name in names if name != first)
+        """Claim the first of `names` (sorted last first) that no other
+        consumer took first, removing from `names` each one tried; its
+        payload, or None."""
         folder = ClaimFolder.of_this_process(self.claim_root)
-        for name in candidates:
+        while names:
+            name = names.pop()
             claimed = folder.path / name
             try:
                 os.rename(self.queue_folder / name, claimed)
@@ -315,6 +315,30 @@ def orphans_requeue(claim_root: Path, queue_folder: Path, staging_folder: Path) 
 class Transport(filesystem.Transport):
     Channel = Channel
     polling_interval = MAX_POLL_SECONDS
+    # No host: kombu would otherwise warn "No hostname was supplied" on every
+    # connection (29 times as `make run` starts).
+    default_connection_params = {"port": 0}
+
+    def __init__(self, client, **kwargs):
+        super().__init__(client, **kwargs)
+        # Queue folder -> (when it was listed, queue -> its message names,
+        # sorted last first so the next one pops off the end).
+        self._listings: dict[Path, tuple[float, dict[str, list[str]]]] = {}
+
+    def waiting(self, folder: Path, *, fresh: bool = False) -> dict[str, list[str]]:
+        """The messages waiting in `folder` by queue, from a listing at most
+        LISTING_SECONDS old (or a new one); callers pop what they take."""
+        now = time.monotonic()
+        taken_at, by_queue = self._listings.get(folder, (-LISTING_SECONDS, {}))
+        if fresh or now - taken_at >= LISTING_SECONDS:
+            by_queue = defaultdict(list)
+            for name in os.listdir(folder):
+                if name.endswith(SUFFIX):
+                    by_queue[queue_of(name)].append(name)
+            for names in by_queue.values():
+                names.sort(reverse=True)
+            self._listings[folder] = (now, by_queue)
+        return by_queue
 
     def drain_events(self, connection, timeout=None):
         """kombu's loop, with a wait between empty looks that depends on why

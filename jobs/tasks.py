@@ -2,6 +2,7 @@
 outbox relay, lost-job reaper and pruning that beat schedules
 (config/settings/base.py)."""
 
+import logging
 import time
 
 from celery import shared_task
@@ -10,6 +11,8 @@ from jobs import maintenance, publishing
 from jobs.base_task import job_task
 from jobs.exceptions import BadInput
 from jobs.queues import Queue
+
+logger = logging.getLogger(__name__)
 
 
 @job_task(name="jobs.noop", queue=Queue.DEFAULT, public=True)
@@ -44,7 +47,12 @@ def sleep(self, seconds: float = 1.0, steps: int = 10) -> dict:
 # Not job tasks: they run every few seconds and would fill the job table.
 @shared_task(name="jobs.relay_outbox", ignore_result=True, queue=Queue.DEFAULT.value)
 def relay_outbox() -> int:
-    return publishing.outbox_relay()
+    published = publishing.outbox_relay()
+    # Runs every few seconds: a line only when there was something to do
+    # (jobs.log_filters keeps Celery's own per-run lines off the console).
+    if published:
+        logger.info("Outbox relay published %d PENDING job(s).", published)
+    return published
 
 
 @shared_task(name="jobs.reap_lost", ignore_result=True, queue=Queue.DEFAULT.value)

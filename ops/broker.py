@@ -52,7 +52,9 @@ cache = TTLCache()
 @dataclass(frozen=True)
 class QueueDepth:
     messages: int  # ready for a consumer (not the unacknowledged ones a worker holds)
-    consumers: int  # worker connections consuming it
+    # Worker connections consuming it; None where the broker keeps no list of
+    # consumers (the embedded filesystem broker answers 0 whoever consumes).
+    consumers: int | None
 
 
 def queue_depths() -> dict[str, QueueDepth] | None:
@@ -67,13 +69,14 @@ def _queue_depths() -> dict[str, QueueDepth] | None:
     try:
         # One quick retry: a scrape should fail fast, not hang on a dead broker.
         connection.ensure_connection(max_retries=1, interval_start=0, timeout=3)
+        counted = counts_consumers(connection)
         queue_type = settings.KIT_QUEUE_TYPE
         # Each kit queue is one broker queue (classic) or its priority lanes
         # added up (quorum); the dead-letter queue is shown under its name.
         sources = {queue.value: broker_queue_names([queue], queue_type) for queue in Queue}
         sources[DEAD_LETTER_QUEUE_NAME[queue_type]] = [DEAD_LETTER_QUEUE_NAME[queue_type]]
         for label, names in sources.items():
-            total = QueueDepth(messages=0, consumers=0)
+            messages_total, consumers_most = 0, 0
             for name in names:
                 # A passive declare of a queue that does not exist yet (no
                 # worker or publisher declared it) closes its channel: one
@@ -82,12 +85,13 @@ def _queue_depths() -> dict[str, QueueDepth] | None:
                 try:
                     _, messages, consumers = channel.queue_declare(queue=name, passive=True)
                     # A worker holds one consumer per lane: count it once.
-                    total = QueueDepth(total.messages + messages, max(total.consumers, consumers))
+                    messages_total, consumers_most = messages_total + messages, max(consumers_most, consumers)
                 except connection.channel_errors:
                     pass
                 finally:
                     _close_quietly(channel, connection)
-            depths[label] = total
+            # The embedded broker keeps no count of consumers: None, not 0.
+            depths[label] = QueueDepth(messages=messages_total, consumers=consumers_most if counted else None)
     except broker_errors(connection):
         logger.warning("Queue depths unavailable: the broker did not answer.", exc_info=True)
         return None
@@ -120,6 +124,15 @@ def _dead_letter_messages() -> int | None:
         return None
     finally:
         connection.release()
+
+
+def counts_consumers(connection=None) -> bool:
+    """Whether the broker knows who consumes a queue: RabbitMQ does; the
+    embedded filesystem broker has no server to keep count."""
+    if connection is None:
+        with current_app.connection_for_read() as connection:
+            return connection.transport.driver_type == "amqp"
+    return connection.transport.driver_type == "amqp"
 
 
 def broker_errors(connection) -> tuple[type[BaseException], ...]:

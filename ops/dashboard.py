@@ -70,6 +70,7 @@ def dashboard_context() -> dict:
     finished_groups = stats.finished_since(hour_ago, recent_since=hour_ago)
     active = stats.active_counts()
     depths = broker.queue_depths()
+    consumers_counted = broker.counts_consumers()
     workers = broker.workers_stats()
     rows = queue_rows(depths, active, finished_groups)
 
@@ -139,6 +140,7 @@ def dashboard_context() -> dict:
         "queues": rows,
         "workers": workers,
         "broker_up": depths is not None,
+        "consumers_counted": consumers_counted,
         "tiles": [
             ("Workers online", len(workers)),
             ("Ready on the broker", "?" if depths is None else sum(d.messages for d in depths.values())),

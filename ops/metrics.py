@@ -134,7 +134,8 @@ class JobCollector(Collector):
         )
         for queue, depth in sorted((depths or {}).items()):
             messages.add_metric([queue], depth.messages)
-            consumers.add_metric([queue], depth.consumers)
+            if depth.consumers is not None:  # unknown on the embedded broker: no sample, not a 0
+                consumers.add_metric([queue], depth.consumers)
         yield from (messages, consumers)
 
     def workers(self):

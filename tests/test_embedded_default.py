@@ -8,12 +8,23 @@ import re
 import signal
 import smtplib
 import subprocess
+import sys
+import time
 
 import pytest
 
 from jobs.queues import WORKER_GROUPS
-from tests.embedded_stack import FLOWER_LOGIN, STOP_TIMEOUT, Up, first_run_env, http, manage_shell, processes_with
-from tests.helpers import free_port, wait_for
+from tests.embedded_stack import (
+    FLOWER_LOGIN,
+    STOP_TIMEOUT,
+    Up,
+    admin_token,
+    first_run_env,
+    http,
+    manage_shell,
+    processes_with,
+)
+from tests.helpers import REPO, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -62,6 +73,10 @@ def test_up_runs_a_job_on_sqlite_and_the_filesystem_broker_and_stops_cleanly(fir
         assert http(f"{flower}/", login=None)[0] == 401
         assert http(f"{flower}/", login=("flower", "wrong"))[0] == 401
         assert http(f"{flower}/", login=FLOWER_LOGIN)[0] == 200
+        # Its Broker tab, which reads RabbitMQ's management API, says why it
+        # has nothing to show instead of a bare 404.
+        status, page = http(f"{flower}/broker", login=FLOWER_LOGIN)
+        assert status == 200 and "Broker: not available on the embedded broker." in page, page
 
         # Flower reaches the workers through the broker (remote control).
         def workers_in_flower():
@@ -82,3 +97,46 @@ def test_up_runs_a_job_on_sqlite_and_the_filesystem_broker_and_stops_cleanly(fir
     assert up.lines[-1] == "Stopped.", up.output
     assert ": killed." not in up.output
     assert processes_with(f"KIT_VAR_DIR={var_dir}".encode()) == []
+
+
+def test_up_says_one_line_per_program_then_nothing_while_idle_and_bad_input_in_one_line(first_run):
+    var_dir, env = first_run
+    up = Up(env, port=free_port(), flower_port=free_port()).start()
+    try:
+        up.wait_for_line(rf"^Ready: {re.escape(up.web)}/admin/$")
+        up.wait_for_line(r"^flower\s*\| .*Visit me at ")
+        programs = ("web", "worker:general", "worker:heavy", "beat", "flower", "smtp-sink")
+        for program in programs:
+            up.wait_for_line(rf"^{program}\s*\|")
+        # Through a whole outbox relay period (10 s) and then some.
+        idle_from = len(up.lines)
+        time.sleep(13)
+        said = [line.split("|")[0].strip() for line in up.lines if "|" in line]
+        assert sorted(said) == sorted(programs), up.output
+        assert up.lines[idle_from:] == [], up.output
+        assert "No hostname was supplied" not in up.output
+
+        token = admin_token(env)
+        # The API refuses this with a 400; from code it reaches the worker,
+        # which fails it before running (the task's argument_check).
+        enqueued = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", "from jobs.tasks import sleep; print(sleep.delay(-1).id)"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert enqueued.returncode == 0, enqueued.stderr
+        job_id = enqueued.stdout.split()[-1]
+        failed = wait_for(
+            lambda: (body := http(f"{up.web}/api/jobs/{job_id}/", token=token)[1])["status"] == "FAILURE" and body,
+            timeout=30,
+            what="the job to fail",
+        )
+        assert failed["error"] == "BadInput: seconds must be a number from 0 to 30, not -1", failed
+        failure = up.wait_for_line(rf"^worker:general\s*\| .* WARNING .*{job_id}.* raised expected: BadInput")
+        assert failure.string.endswith("BadInput('seconds must be a number from 0 to 30, not -1')")
+        assert "Traceback" not in up.output
+    finally:
+        assert up.stop() == 0, up.output

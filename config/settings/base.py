@@ -185,7 +185,19 @@ LOGGING = {
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # What each filter keeps off the console, and why: jobs/log_filters.py.
+    "filters": {
+        "quiet_housekeeping": {"()": "jobs.log_filters.QuietHousekeeping"},
+        "expected_failure_as_warning": {"()": "jobs.log_filters.ExpectedFailureAsWarning"},
+        "quiet_flower_start": {"()": "jobs.log_filters.QuietFlowerStart"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["quiet_housekeeping", "expected_failure_as_warning", "quiet_flower_start"],
+        }
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         # Django's default config gives "django" a console handler of its
@@ -193,6 +205,8 @@ LOGGING = {
         "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         # SQL at DEBUG is too loud even when debugging the kit.
         "django.db.backends": {"level": "INFO"},
+        # aiosmtpd (the local SMTP sink) logs five lines per connection.
+        "mail.log": {"level": "WARNING"},
     },
 }
 

@@ -25,6 +25,7 @@ from django.test import override_settings
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
+from jobs.filesystem_broker import message_name
 from jobs.management.commands import flower as flower_command
 from jobs.management.commands import up as up_command
 from jobs.management.commands._process import Children, StopSignals
@@ -412,7 +413,8 @@ def test_up_runs_one_worker_per_group_beside_web_beat_flower_and_the_smtp_sink()
     assert list(commands) == ["web", "worker:general", "worker:heavy", "beat", "flower", "smtp-sink"]
     assert commands["web"][2:] == ["runserver", "127.0.0.1:8123"]
     assert commands["smtp-sink"][2:] == ["smtp_sink"]
-    assert commands["worker:heavy"][2:] == ["worker", "--group", "heavy", "--concurrency", "2"]
+    assert commands["worker:heavy"][2:] == ["worker", "--group", "heavy", "--concurrency", "2", "--quiet"]
+    assert commands["beat"][2:] == ["beat", "--quiet"]
     assert commands["flower"][2:] == ["flower", "--address", "127.0.0.1", "--port", "5123"]
     assert all(argv[0] == sys.executable and argv[1].endswith("manage.py") for argv in commands.values())
 
@@ -483,20 +485,33 @@ def test_up_stops_everything_and_names_the_child_that_died(monkeypatch, tmp_path
 
 
 def test_up_prepares_the_filesystem_broker_tables(settings, tmp_path):
+    control, queue = tmp_path / "control", tmp_path / "queue"
+    control.mkdir()
+    queue.mkdir()
     settings.CELERY_BROKER_URL = "filesystem://"
-    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"control_folder": str(tmp_path)}
-    (tmp_path / "celeryev.exchange").write_text('[["#", "", "celeryev.a"]] "b"]]')  # two writers interleaved
-    (tmp_path / "kit.exchange").write_text('[["default", "", "default"]]')
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"control_folder": str(control), "data_folder_in": str(queue)}
+    (control / "celeryev.exchange").write_text('[["#", "", "celeryev.a"]] "b"]]')  # two writers interleaved
+    (control / "kit.exchange").write_text('[["default", "", "default"]]')
+    (control / "celery.pidbox.exchange").write_text('[["", "", "general@old.celery.pidbox"]]')
+    waiting = [
+        message_name("default", 5),
+        message_name("celeryev.dead-flower", 0),
+        message_name("x.reply.celery.pidbox", 0),
+    ]
+    for name in waiting:
+        (queue / name).write_text("{}")
 
     up_command.broker_tables_prepare()
 
-    tables = {path.name: json.loads(path.read_text()) for path in tmp_path.iterdir()}
+    tables = {path.name: json.loads(path.read_text()) for path in control.iterdir()}
     assert tables == {
         "kit.exchange": [["default", "", "default"]],
         "celeryev.exchange": [],
         "celery.pidbox.exchange": [],
         "reply.celery.pidbox.exchange": [],
     }
+    # Jobs wait for the next worker; events and replies for no one.
+    assert [path.name for path in queue.iterdir()] == [waiting[0]]
 
 
 # --- the process machinery under up --------------------------------------------

@@ -69,3 +69,27 @@ def test_it_shows_the_last_hour_queues_and_workers(admin_client):
     for chart in ("throughput", "queue-length", "completion-time", "error-rate", "worker-cpu", "worker-memory"):
         assert f'data-chart="{chart}"' in page
     assert "general@host-a" in page
+
+
+def test_on_the_embedded_broker_consumers_say_not_available_instead_of_zero(admin_client, monkeypatch, tmp_path):
+    """The filesystem broker answers 0 consumers whoever consumes: the page
+    and the metrics say it is not known instead."""
+    from celery import current_app
+
+    for folder in ("queue", "control"):
+        (tmp_path / folder).mkdir()
+    monkeypatch.setenv("CELERY_BROKER_READ_URL", "filesystem://")
+    monkeypatch.setitem(current_app.conf, "broker_transport", "jobs.filesystem_broker:Transport")
+    options = {
+        name: str(tmp_path / folder)
+        for name, folder in [("data_folder_in", "queue"), ("data_folder_out", "queue"), ("control_folder", "control")]
+    }
+    monkeypatch.setitem(current_app.conf, "broker_transport_options", options)
+    monkeypatch.setattr(broker, "queue_depths", broker._queue_depths)
+
+    depths = broker.queue_depths()
+    assert {depth.consumers for depth in depths.values()} == {None}
+    assert {depth.messages for depth in depths.values()} == {0}
+    page = admin_client.get(URL).content.decode()
+    assert "Consumers: not available on the embedded broker" in page
+    assert '<td class="num" title="not available on the embedded broker">n/a</td>' in page

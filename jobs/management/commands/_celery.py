@@ -20,8 +20,9 @@ from django.utils import autoreload
 LIFELINE_ENV = "KIT_WORKER_LIFELINE_FD"
 
 
-def celery_run(argv: list[str]) -> int:
+def celery_run(argv: list[str], *, quiet: bool = False) -> int:
     """Run `celery -A config <argv>` in this process; return its exit code.
+    `quiet`: without Celery's start-up banner (`celery --quiet`).
 
     The same program as the `celery` script, called in-process so the
     management command is the process a supervisor signals: SIGTERM reaches
@@ -30,7 +31,8 @@ def celery_run(argv: list[str]) -> int:
     from celery.bin.celery import celery as celery_program
 
     try:
-        code = celery_program.main(args=["-A", "config", *argv], prog_name="celery", standalone_mode=False)
+        args = ["-A", "config", *(["--quiet"] if quiet else []), *argv]
+        code = celery_program.main(args=args, prog_name="celery", standalone_mode=False)
     except click.exceptions.Abort:
         # Ctrl-C before the program installed its own handlers: a stop asked for.
         return 0

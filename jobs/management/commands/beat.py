@@ -21,6 +21,9 @@ class Command(BaseCommand):
             help="Logging level (default: LOG_LEVEL from the environment).",
         )
         parser.add_argument(
+            "--quiet", action="store_true", help="Do not print Celery's start-up banner (`manage.py up` sets it)."
+        )
+        parser.add_argument(
             "--pidfile",
             default=str(settings.VAR_DIR / "celerybeat.pid"),
             help="PID file; a second beat on this machine refuses to start while it names a live process "
@@ -33,7 +36,7 @@ class Command(BaseCommand):
         lock.acquire(notify=lambda message: self.stderr.write(message))
         lock.watch()
         try:
-            code = celery_run(self.build_argv(options))
+            code = celery_run(self.build_argv(options), quiet=options["quiet"])
         finally:
             lock.release()
         if code:

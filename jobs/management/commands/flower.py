@@ -173,6 +173,8 @@ class Command(BaseCommand):
         flower_auth_check(options["address"])
         host_check_install(allowed_hosts(options["address"]))
         broker_api_configure()
+        if settings.CELERY_BROKER_URL.startswith("filesystem://"):
+            broker_tab_explain_embedded()
         settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
         code = celery_run(self.build_argv(options))
         if code:
@@ -189,3 +191,28 @@ class Command(BaseCommand):
             f"--db={settings.VAR_DIR / 'flower.db'}",
             f"--state_save_interval={STATE_SAVE_INTERVAL_MS}",
         ]
+
+
+EMBEDDED_BROKER_TAB = (
+    "Broker: not available on the embedded broker. The filesystem broker has no server to ask for queue "
+    "lengths and consumers, and Flower reads them from RabbitMQ's management API. The admin's operations "
+    "dashboard (/admin/ops/dashboard/) shows the messages waiting in each queue."
+)
+
+
+def broker_tab_explain_embedded() -> None:
+    """Flower's Broker tab answers a bare 404 ("'filesystem' broker is not
+    supported") on the embedded broker: have it say why, in Flower's page.
+    Flower builds its routes from flower.urls.handlers when it starts."""
+    from flower import urls
+    from flower.views import BaseHandler
+    from tornado import web
+
+    class EmbeddedBrokerView(BaseHandler):
+        @web.authenticated
+        def get(self):
+            self.render("404.html", message=EMBEDDED_BROKER_TAB)
+
+    for index, handler in enumerate(urls.handlers):
+        if isinstance(handler, web.URLSpec) and handler.name == "broker":
+            urls.handlers[index] = web.url(handler.regex.pattern, EmbeddedBrokerView, name="broker")

@@ -1,9 +1,11 @@
 import json
 import os
+import re
 import signal
 import socket
 import sys
 import threading
+import time
 from pathlib import Path
 
 from celery import current_app
@@ -15,6 +17,7 @@ from django.urls import Resolver404, resolve, reverse
 from django.utils import autoreload
 from kombu.utils.url import maybe_sanitize_url
 
+from jobs.filesystem_broker import SUFFIX, queue_of
 from jobs.management.commands._arguments import positive_int
 from jobs.management.commands._process import Child, Children, StopSignals
 from jobs.management.commands.ensure_admin import AdminAccount, admin_ensure
@@ -32,6 +35,20 @@ CONCURRENCY = 2
 # shutdown began waits up to 30 s for it (billiard's
 # Worker._ensure_messages_consumed) before exiting.
 GRACE_SECONDS = 45
+# How each program says it is up. Until then its output is held back and
+# only that line shows, one per program; a program that exits first, or
+# says nothing of the kind within STARTING_SECONDS, has all of it shown.
+READY_LINE = {
+    "web": re.compile(r"^Starting development server at "),
+    "worker": re.compile(r" ready\.$"),
+    "beat": re.compile(r"beat: Starting\.\.\.$"),
+    "flower": re.compile(r"Visit me at "),
+    "smtp-sink": re.compile(r"^SMTP sink listening on "),
+}
+STARTING_SECONDS = 60
+# Blank lines, and runserver's advice, which `up` makes wrong: Ctrl-C stops
+# everything.
+DROPPED_LINE = re.compile(r"^(\s*|Quit the server with CONTROL-C\.)$")
 
 
 def port_free(port: int) -> bool:
@@ -60,28 +77,42 @@ def exit_description(returncode: int) -> str:
 
 
 def broker_tables_prepare() -> None:
-    """Create the filesystem broker's exchange tables before several
-    processes bind queues to them at once.
+    """Make the filesystem broker's exchange tables ready for the programs
+    `up` is about to start, which bind their queues afresh.
 
-    kombu creates a table on the first bind by opening it truncated before it
-    takes the lock, so two processes starting together (two workers, Flower's
-    parallel inspect calls) can interleave their writes and leave invalid JSON
-    that fails every later control command (Flower's worker pages, `celery
-    inspect`). A valid table is left alone; a corrupt one is emptied: every
-    process binds its queues again when it starts.
+    The kit's own exchange keeps its valid table: its queues are durable.
+    Events, remote control and replies go to queues that live as long as
+    their consumer (Flower's events, a worker's mailbox), which a filesystem
+    cannot tell are gone: left bound, every later event would be written for
+    a Flower that stopped, run after run, and nothing would read it. Their
+    tables are emptied and the messages waiting for those queues deleted.
+    A corrupt table is emptied too: kombu creates a table on the first bind
+    by opening it truncated before it takes the lock, so two processes
+    starting together could interleave their writes and leave invalid JSON
+    that fails every later control command.
     """
     if not settings.CELERY_BROKER_URL.startswith("filesystem://"):
         return
-    control = Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS["control_folder"])
+    options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
+    control = Path(options["control_folder"])
     mailbox = current_app.control.mailbox
-    exchanges = {queue.exchange.name for queue in current_app.conf.task_queues}
-    exchanges |= {current_app.conf.event_exchange, mailbox.exchange.name, mailbox.reply_exchange.name}
-    for name in exchanges:
+    durable = {queue.exchange.name for queue in current_app.conf.task_queues}
+    transient = {current_app.conf.event_exchange, mailbox.exchange.name, mailbox.reply_exchange.name} - durable
+    for name in durable | transient:
         table = control / f"{name}.exchange"
         try:
             json.loads(table.read_text())
         except (FileNotFoundError, ValueError):
             table.write_text("[]")
+        else:
+            if name in transient:
+                table.write_text("[]")
+    task_queues = {queue.name for queue in current_app.conf.task_queues}
+    folder = Path(options.get("data_folder_in", ""))
+    if folder.is_dir():
+        for message in folder.glob(f"*{SUFFIX}"):
+            if queue_of(message.name) not in task_queues:
+                message.unlink(missing_ok=True)
 
 
 class Command(BaseCommand):
@@ -123,7 +154,9 @@ class Command(BaseCommand):
         # tokens, broker messages, reports) is its owner's only; the
         # children inherit the umask. var/ itself is 0700 (settings).
         os.umask(0o077)
-        self.output_lock = threading.Lock()
+        self.output_lock = threading.RLock()
+        # Child name -> (when it started, its output held back until ready).
+        self.starting: dict[str, tuple[float, list[str]]] = {}
         self.check_ports(options)
         # Flower always asks for a login: FLOWER_BASIC_AUTH, else one made
         # once under var/ (shown in the banner the first time). Checked
@@ -141,13 +174,20 @@ class Command(BaseCommand):
         crashed = None
         with StopSignals() as signals:
             try:
-                for name, argv in commands:
-                    child = children.start(name, argv)
-                    self.say(f"Started {name} (pid {child.pid}).")
                 self.say(self.banner(options, account))
+                for name, argv in commands:
+                    if name == "flower":
+                        # Flower asks the workers for their state as it starts
+                        # and warns about each that does not answer yet.
+                        self.wait_for_workers(children, signals)
+                    if name.split(":")[0] in READY_LINE:
+                        self.starting[name] = (time.monotonic(), [])
+                    children.start(name, argv)
                 crashed = self.supervise(children, signals, options["port"])
             finally:
                 self.stop_children(children, signals, options["grace"])
+                for name in list(self.starting):
+                    self.show_held_output(name)
         if crashed is not None:
             raise CommandError(f"{crashed.name} {exit_description(crashed.returncode)} unexpectedly; stopped the rest.")
         self.say("Stopped.")
@@ -173,6 +213,9 @@ class Command(BaseCommand):
     def child_env(self) -> dict:
         env = {name: value for name, value in os.environ.items() if name != autoreload.DJANGO_AUTORELOAD_ENV}
         env["PYTHONUNBUFFERED"] = "1"  # lines arrive as they are written, not in 8 KiB blocks
+        # runserver's warning against production use, five lines at each
+        # start: `up` is a development tool and says so in its help.
+        env["DJANGO_RUNSERVER_HIDE_WARNING"] = "true"
         return env
 
     def child_commands(self, options: dict) -> list[tuple[str, list[str]]]:
@@ -181,15 +224,24 @@ class Command(BaseCommand):
         noreload = options["noreload"]
         commands = [("web", [*manage, "runserver", f"{HOST}:{options['port']}", *(["--noreload"] if noreload else [])])]
         for group in WORKER_GROUPS:
-            worker = [*manage, "worker", "--group", group, "--concurrency", str(options["concurrency"])]
+            worker = [*manage, "worker", "--group", group, "--concurrency", str(options["concurrency"]), "--quiet"]
             commands.append((f"worker:{group}", [*worker, *(["--no-autoreload"] if noreload else [])]))
         if not options["no_beat"]:
-            commands.append(("beat", [*manage, "beat"]))
+            commands.append(("beat", [*manage, "beat", "--quiet"]))
         if not options["no_flower"]:
             commands.append(("flower", [*manage, "flower", "--address", HOST, "--port", str(options["flower_port"])]))
         if self.wants_smtp_sink(options):
             commands.append(("smtp-sink", [*manage, "smtp_sink"]))
         return commands
+
+    def wait_for_workers(self, children: Children, signals: StopSignals) -> None:
+        """Until every worker said it is ready, one exited, or a stop was
+        asked for; at most STARTING_SECONDS."""
+        deadline = time.monotonic() + STARTING_SECONDS
+        while any(name.startswith("worker:") for name in self.starting) and time.monotonic() < deadline:
+            if signals.stop.is_set() or children.first_exited() is not None:
+                return
+            signals.stop.wait(0.1)
 
     def supervise(self, children: Children, signals: StopSignals, port: int) -> Child | None:
         """Wait for a stop signal (None) or for a child to die (that child).
@@ -198,7 +250,11 @@ class Command(BaseCommand):
         while not signals.stop.is_set():
             crashed = children.first_exited()
             if crashed is not None:
+                self.show_held_output(crashed.name)
                 return crashed
+            for name, (since, _) in list(self.starting.items()):
+                if time.monotonic() - since > STARTING_SECONDS:
+                    self.show_held_output(name)
             if not announced and port_answers(port):
                 self.say(f"Ready: http://{HOST}:{port}{reverse('admin:index')}")
                 announced = True
@@ -275,4 +331,21 @@ class Command(BaseCommand):
             self.stdout.flush()
 
     def write_child_line(self, name: str, line: str) -> None:
-        self.say(f"{name:<{self.name_width}} | {line}")
+        with self.output_lock:
+            if name in self.starting:
+                if READY_LINE[name.split(":")[0]].search(line):
+                    del self.starting[name]
+                else:
+                    self.starting[name][1].append(line)
+                    return
+            elif DROPPED_LINE.match(line):
+                return
+            self.say(f"{name:<{self.name_width}} | {line}")
+
+    def show_held_output(self, name: str) -> None:
+        """Everything a program said while starting, and from now on as it
+        comes: it did not start as it should."""
+        with self.output_lock:
+            _, held = self.starting.pop(name, (0, []))
+            for line in held:
+                self.say(f"{name:<{self.name_width}} | {line}")

@@ -65,6 +65,9 @@ class Command(BaseCommand):
             ),
         )
         parser.add_argument(
+            "--quiet", action="store_true", help="Do not print Celery's start-up banner (`manage.py up` sets it)."
+        )
+        parser.add_argument(
             "--autoreload",
             action=argparse.BooleanOptionalAction,
             default=None,
@@ -80,7 +83,7 @@ class Command(BaseCommand):
         stop_with_lifeline()
         asked_to_stop = []
         worker_shutting_down.connect(lambda sig, **kwargs: asked_to_stop.append(sig), weak=False)
-        code = celery_run(argv)
+        code = celery_run(argv, quiet=options["quiet"])
         # Celery exits 1 after a Ctrl-C (SIGINT); a stop that was asked for is
         # not a failure.
         if code and not asked_to_stop:
