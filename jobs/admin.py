@@ -16,6 +16,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.admin.options import IncorrectLookupParameters, get_content_type_for_model
+from django.contrib.admin.views.main import SEARCH_VAR
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import Http404, HttpResponseRedirect
@@ -28,10 +29,10 @@ from django.views.decorators.http import require_POST
 from django_celery_results.admin import GroupResultAdmin, TaskResultAdmin
 from django_celery_results.models import GroupResult, TaskResult
 
-from jobs import explain, failures, services
+from jobs import explain, failures, search, services
 from jobs.models import CANCELLABLE_STATUSES, FINISHED_STATUSES, RETRYABLE_STATUSES, Job, JobStatus
 from jobs.registry import job_tasks
-from jobs.search import jobs_search
+from jobs.search import CappedCountPaginator, jobs_search
 
 # What "retry all failed matching the filter" replays. REVOKED is left out on
 # purpose: someone cancelled those, and a bulk retry should not undo that.
@@ -381,6 +382,16 @@ class JobAdmin(admin.ModelAdmin):
 
     def get_search_results(self, request, queryset, search_term):
         return jobs_search(queryset, search_term), False
+
+    def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
+        # A search's count stops at a limit ("more than 1,000 jobs"): on a
+        # common word an exact count read every matching row. Lists without
+        # a search keep their exact count (filters are indexed).
+        if request.GET.get(SEARCH_VAR, "").strip():
+            return CappedCountPaginator(
+                queryset, per_page, orphans, allow_empty_first_page, count_limit=search.SEARCH_COUNT_LIMIT
+            )
+        return super().get_paginator(request, queryset, per_page, orphans, allow_empty_first_page)
 
     def changelist_view(self, request, extra_context=None):
         extra_context = {

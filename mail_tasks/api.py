@@ -7,6 +7,7 @@ the job. GET /api/mail/campaigns/<id>/ is a campaign's progress: your own
 campaigns, or any with mail_tasks.view_campaign.
 """
 
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.request import Request
@@ -17,8 +18,10 @@ from jobs.api import job_representation
 from jobs.exceptions import BadInput
 from jobs.keys import owner_scoped_key
 from jobs.queues import Priority
+from jobs.schema import VALIDATION_ERROR, ErrorResponse
 from mail_tasks import services
 from mail_tasks.models import Campaign, OutboundMessage
+from mail_tasks.schema import CampaignResponse, MessageQueuedResponse
 
 
 class MessageRequest(serializers.Serializer):
@@ -50,6 +53,11 @@ def message_representation(message: OutboundMessage, *, idempotency_key: str | N
 
 
 class MessageCollection(APIView):
+    @extend_schema(
+        operation_id="mail_messages_send",
+        request=MessageRequest,
+        responses={202: MessageQueuedResponse, 400: VALIDATION_ERROR, 403: ErrorResponse},
+    )
     def post(self, request: Request) -> Response:
         if not request.user.has_perm("mail_tasks.add_outboundmessage"):
             raise PermissionDenied("Sending email needs the mail_tasks.add_outboundmessage permission.")
@@ -79,6 +87,7 @@ class MessageCollection(APIView):
 
 
 class CampaignDetail(APIView):
+    @extend_schema(operation_id="mail_campaigns_detail", responses={200: CampaignResponse, 404: ErrorResponse})
     def get(self, request: Request, campaign_id: int) -> Response:
         campaigns = Campaign.objects.all()
         if not request.user.has_perm("mail_tasks.view_campaign"):

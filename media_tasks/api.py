@@ -15,6 +15,8 @@ from django.db.models import QuerySet
 from django.http import FileResponse, HttpResponse, HttpResponseBase
 from django.urls import reverse
 from django.utils.http import content_disposition_header
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.exceptions import APIException, NotFound, PermissionDenied, ValidationError
 from rest_framework.parsers import MultiPartParser
@@ -25,9 +27,11 @@ from rest_framework.views import APIView
 from jobs.api import job_representation
 from jobs.exceptions import BadInput
 from jobs.models import JobStatus
+from jobs.schema import VALIDATION_ERROR, ErrorResponse
 from media_tasks import services
 from media_tasks.conf import OUTPUT_FORMATS, POSITIONS, QUALITY_RANGE, WATERMARK_TEXT_MAX, Options, Watermark
 from media_tasks.models import Image, ImageBatch, Rendition
+from media_tasks.schema import BatchResponse, ImageListResponse, ImageResponse
 
 # Room for the multipart framing and the option fields around the files.
 MULTIPART_ALLOWANCE = 64 * 1024
@@ -93,6 +97,23 @@ class OptionsRequest(serializers.Serializer):
         except BadInput as exc:
             raise ValidationError({"options": str(exc)}) from None
         return data
+
+
+@extend_schema_field(OpenApiTypes.BINARY)
+class _UploadedFile(serializers.FileField):
+    """A file part of the form, as bytes (a FileField reads as a URL in the
+    schema, as it would in an answer)."""
+
+
+class ImageUploadRequest(OptionsRequest):
+    """The upload's form as the schema shows it; the view reads the file
+    itself (sizes checked while it streams) and validates OptionsRequest."""
+
+    file = _UploadedFile(help_text="The image (one file).")
+
+
+class BatchUploadRequest(OptionsRequest):
+    files = serializers.ListField(child=_UploadedFile(), help_text="The images (the field repeated).")
 
 
 def rendition_representation(rendition: Rendition, request: Request) -> dict:
@@ -203,7 +224,15 @@ class _UploadView(APIView):
         return files, options.validated_data["options"]
 
 
+UPLOAD_ERRORS = {400: VALIDATION_ERROR, 403: ErrorResponse, 413: ErrorResponse}
+
+
 class ImageCollection(_UploadView):
+    @extend_schema(
+        operation_id="images_upload",
+        request={"multipart/form-data": ImageUploadRequest},
+        responses={202: ImageResponse, **UPLOAD_ERRORS},
+    )
     def post(self, request: Request) -> Response:
         """multipart/form-data: `file`, and optional options (OptionsRequest)."""
         files, options = self.uploaded(request, "file")
@@ -219,12 +248,14 @@ class ImageCollection(_UploadView):
         body = image_representation(image, request)
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
 
+    @extend_schema(operation_id="images_list", responses={200: ImageListResponse})
     def get(self, request: Request) -> Response:
         images = _visible(request, Image.objects.select_related("job").prefetch_related("renditions"))
         return Response({"results": [image_representation(image, request) for image in images[:LIST_LIMIT]]})
 
 
 class ImageDetail(APIView):
+    @extend_schema(operation_id="images_detail", responses={200: ImageResponse, 404: ErrorResponse})
     def get(self, request: Request, image_id) -> Response:
         image = (
             _visible(request, Image.objects.select_related("job").prefetch_related("renditions"))
@@ -241,6 +272,11 @@ class BatchCollection(_UploadView):
     def max_files(self) -> int:
         return settings.MEDIA_TASKS_MAX_BATCH_FILES
 
+    @extend_schema(
+        operation_id="images_batches_upload",
+        request={"multipart/form-data": BatchUploadRequest},
+        responses={202: BatchResponse, **UPLOAD_ERRORS},
+    )
     def post(self, request: Request) -> Response:
         """multipart/form-data: `files` (repeated), and optional options."""
         files, options = self.uploaded(request, "files")
@@ -255,6 +291,7 @@ class BatchCollection(_UploadView):
 
 
 class BatchDetail(APIView):
+    @extend_schema(operation_id="images_batches_detail", responses={200: BatchResponse, 404: ErrorResponse})
     def get(self, request: Request, batch_id) -> Response:
         batch = _visible(request, ImageBatch.objects.all()).filter(pk=batch_id).first()
         if batch is None:

@@ -10,6 +10,8 @@ get 404, as if the run did not exist. Nobody anonymous gets anything.
 from django.db.models import QuerySet
 from django.http import FileResponse
 from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import APIException, NotFound, PermissionDenied, ValidationError
 from rest_framework.request import Request
@@ -17,10 +19,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from jobs.api import job_representation
+from jobs.schema import VALIDATION_ERROR, ErrorResponse
 from reports import services
 from reports.models import ReportFormat, ReportRun
 from reports.params import InvalidParams
 from reports.registry import report_types
+from reports.schema import ReportRunListResponse, ReportRunResponse, ReportTypeCatalogueResponse
 from reports.writers import CONTENT_TYPES
 
 LIST_LIMIT = 100
@@ -90,6 +94,11 @@ def _visible_run(request: Request, run_id) -> ReportRun:
 
 
 class ReportCollection(APIView):
+    @extend_schema(
+        operation_id="reports_request",
+        request=ReportRequest,
+        responses={202: ReportRunResponse, 400: VALIDATION_ERROR, 403: ErrorResponse},
+    )
     def post(self, request: Request) -> Response:
         if not request.user.has_perm("reports.add_reportrun"):
             raise PermissionDenied("Asking for reports needs the reports.add_reportrun permission.")
@@ -111,17 +120,29 @@ class ReportCollection(APIView):
         body = run_representation(run, request)
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
 
+    @extend_schema(operation_id="reports_list", responses={200: ReportRunListResponse})
     def get(self, request: Request) -> Response:
         runs = _visible(request)[:LIST_LIMIT]
         return Response({"results": [run_representation(run, request) for run in runs]})
 
 
 class ReportDetail(APIView):
+    @extend_schema(operation_id="reports_detail", responses={200: ReportRunResponse, 404: ErrorResponse})
     def get(self, request: Request, run_id) -> Response:
         return Response(run_representation(_visible_run(request, run_id), request))
 
 
 class ReportDownload(APIView):
+    @extend_schema(
+        operation_id="reports_download",
+        responses={
+            **{(200, content_type): OpenApiTypes.BINARY for content_type in sorted(set(CONTENT_TYPES.values()))},
+            404: ErrorResponse,
+            409: ErrorResponse,
+            410: ErrorResponse,
+        },
+        description="The report's file, as an attachment: 409 while it is being made, 410 once it expired.",
+    )
     def get(self, request: Request, run_id) -> FileResponse:
         run = _visible_run(request, run_id)
         if run.is_expired:
@@ -141,6 +162,7 @@ class ReportDownload(APIView):
 
 
 class ReportTypeCatalogue(APIView):
+    @extend_schema(operation_id="reports_types", responses={200: ReportTypeCatalogueResponse})
     def get(self, request: Request) -> Response:
         return Response(
             {

@@ -173,6 +173,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Two request fields named "format" with different choices (an image's
+    # output, a report's file): the image's enum named for what it is.
+    "ENUM_NAME_OVERRIDES": {"ImageFormatEnum": "media_tasks.conf.OUTPUT_FORMATS"},
 }
 # A JSON body for enqueueing is small; anything bigger is refused with 413
 # before it is parsed.

@@ -88,6 +88,58 @@ def test_the_search_uses_its_trigram_index_on_postgresql():
     assert SEARCH_INDEX_NAME in plan
 
 
+def test_a_common_term_counts_up_to_a_limit_and_reads_newest_first(admin_client, monkeypatch):
+    from jobs import search
+
+    # The limits of a million-job table, scaled to five jobs.
+    monkeypatch.setattr(search, "PROBE_CANDIDATE_LIMIT", 2)
+    monkeypatch.setattr(search, "SEARCH_COUNT_LIMIT", 3)
+    now = timezone.now()
+    timeouts = [
+        make_job(
+            "testapp.fail_with",
+            str(n),
+            status=JobStatus.FAILURE,
+            error=f"TimeoutError: 10.0.0.{n} timed out",
+            created_at=now - timedelta(minutes=n),
+        )
+        for n in range(5)
+    ]
+    make_job("testapp.fail_with", "x", status=JobStatus.FAILURE, error="RuntimeError: the disk is on fire")
+
+    response = admin_client.get(CHANGELIST, {"q": "timed out", "status__exact": "FAILURE"})
+    changelist = response.context["cl"]
+    assert changelist.paginator.count_capped and changelist.result_count == 3
+    html = response.content.decode()
+    assert "more than 3 results" in html and "more than 3</span> jobs" in html
+    assert "Select all jobs matching the search (more than 3)" in html
+    # Only the count stops: every match is listed (one page of 100).
+    assert listed(response) == {job.pk for job in timeouts}
+
+    searched = jobs_search(Job.objects.all(), "timed out")
+    assert [job.pk for job in searched.order_by("-created_at")[:2]] == [timeouts[0].pk, timeouts[1].pk]
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        plan = searched.order_by("-created_at")[:2].explain()
+    # Newest first along created_at, not every match through the trigram index.
+    assert SEARCH_INDEX_NAME not in plan and "Index Scan Backward" in plan
+
+    # A common word in a term that few jobs hold: the index, on the whole term.
+    rare_term = jobs_search(Job.objects.all(), "timed out after")
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        assert SEARCH_INDEX_NAME in rare_term.order_by().explain()
+    assert not rare_term.exists()
+
+    # A rare term keeps its exact count and the index.
+    response = admin_client.get(CHANGELIST, {"q": "on fire", "status__exact": "FAILURE"})
+    assert not response.context["cl"].paginator.count_capped and response.context["cl"].result_count == 1
+    assert "more than" not in response.content.decode()
+    # Without a search the count is exact.
+    response = admin_client.get(CHANGELIST, {"status__exact": "FAILURE"})
+    assert response.context["cl"].result_count == 6 and "more than" not in response.content.decode()
+
+
 # -- The list ----------------------------------------------------------------
 
 
