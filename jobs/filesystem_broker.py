@@ -30,9 +30,19 @@ gaps, each closed here:
 
 Every consumer polls the folder; nothing is pushed. It is a broker for one
 machine and a first run, not for production: RabbitMQ is.
+
+Written against kombu 5.7.0. kombu has no public API for extending a
+virtual transport, so this subclass overrides its Channel's internals
+(_put, _get, _get_many, _restore, basic_* bookkeeping, QoS.can_consume,
+the Transport's _deliver) and knows the filesystem transport's exchange
+tables (<control folder>/<exchange>.exchange, a JSON list): the one place
+in the kit that does (README, "Dependencies' internals").
+tests/test_embedded_broker.py runs it on real worker processes; a kombu
+upgrade that moves any of these fails there.
 """
 
 import fcntl
+import json
 import logging
 import os
 import socket
@@ -44,6 +54,8 @@ from functools import cached_property
 from pathlib import Path
 from queue import Empty
 
+from celery import current_app
+from django.conf import settings
 from kombu.transport import filesystem
 from kombu.utils.json import dumps, loads
 
@@ -355,3 +367,42 @@ class Transport(filesystem.Transport):
                 idle = all(getattr(channel, "found_nothing", True) for channel in self.channels)
                 wait = min(wait * 2, self.polling_interval) if idle else MIN_POLL_SECONDS
                 time.sleep(wait)
+
+
+def broker_tables_prepare() -> None:
+    """Make the filesystem broker's exchange tables ready for the programs
+    `up` is about to start, which bind their queues afresh.
+
+    The kit's own exchange keeps its valid table: its queues are durable.
+    Events, remote control and replies go to queues that live as long as
+    their consumer (Flower's events, a worker's mailbox), which a filesystem
+    cannot tell are gone: left bound, every later event would be written for
+    a Flower that stopped, run after run, and nothing would read it. Their
+    tables are emptied and the messages waiting for those queues deleted.
+    A corrupt table is emptied too: kombu creates a table on the first bind
+    by opening it truncated before it takes the lock, so two processes
+    starting together could interleave their writes and leave invalid JSON
+    that fails every later control command.
+    """
+    if not settings.CELERY_BROKER_URL.startswith("filesystem://"):
+        return
+    options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
+    control = Path(options["control_folder"])
+    mailbox = current_app.control.mailbox
+    durable = {queue.exchange.name for queue in current_app.conf.task_queues}
+    transient = {current_app.conf.event_exchange, mailbox.exchange.name, mailbox.reply_exchange.name} - durable
+    for name in durable | transient:
+        table = control / f"{name}.exchange"
+        try:
+            json.loads(table.read_text())
+        except (FileNotFoundError, ValueError):
+            table.write_text("[]")
+        else:
+            if name in transient:
+                table.write_text("[]")
+    task_queues = {queue.name for queue in current_app.conf.task_queues}
+    folder = Path(options.get("data_folder_in", ""))
+    if folder.is_dir():
+        for message in folder.glob(f"*{SUFFIX}"):
+            if queue_of(message.name) not in task_queues:
+                message.unlink(missing_ok=True)

@@ -1,4 +1,3 @@
-import json
 import os
 import re
 import signal
@@ -6,9 +5,7 @@ import socket
 import sys
 import threading
 import time
-from pathlib import Path
 
-from celery import current_app
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
@@ -17,7 +14,7 @@ from django.urls import Resolver404, resolve, reverse
 from django.utils import autoreload
 from kombu.utils.url import maybe_sanitize_url
 
-from jobs.filesystem_broker import SUFFIX, queue_of
+from jobs.filesystem_broker import broker_tables_prepare
 from jobs.management.commands._arguments import positive_int
 from jobs.management.commands._process import Child, Children, StopSignals
 from jobs.management.commands.ensure_admin import AdminAccount, admin_ensure
@@ -74,45 +71,6 @@ def exit_description(returncode: int) -> str:
     if returncode < 0:
         return f"was killed by {signal.Signals(-returncode).name}"
     return f"exited with code {returncode}"
-
-
-def broker_tables_prepare() -> None:
-    """Make the filesystem broker's exchange tables ready for the programs
-    `up` is about to start, which bind their queues afresh.
-
-    The kit's own exchange keeps its valid table: its queues are durable.
-    Events, remote control and replies go to queues that live as long as
-    their consumer (Flower's events, a worker's mailbox), which a filesystem
-    cannot tell are gone: left bound, every later event would be written for
-    a Flower that stopped, run after run, and nothing would read it. Their
-    tables are emptied and the messages waiting for those queues deleted.
-    A corrupt table is emptied too: kombu creates a table on the first bind
-    by opening it truncated before it takes the lock, so two processes
-    starting together could interleave their writes and leave invalid JSON
-    that fails every later control command.
-    """
-    if not settings.CELERY_BROKER_URL.startswith("filesystem://"):
-        return
-    options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
-    control = Path(options["control_folder"])
-    mailbox = current_app.control.mailbox
-    durable = {queue.exchange.name for queue in current_app.conf.task_queues}
-    transient = {current_app.conf.event_exchange, mailbox.exchange.name, mailbox.reply_exchange.name} - durable
-    for name in durable | transient:
-        table = control / f"{name}.exchange"
-        try:
-            json.loads(table.read_text())
-        except (FileNotFoundError, ValueError):
-            table.write_text("[]")
-        else:
-            if name in transient:
-                table.write_text("[]")
-    task_queues = {queue.name for queue in current_app.conf.task_queues}
-    folder = Path(options.get("data_folder_in", ""))
-    if folder.is_dir():
-        for message in folder.glob(f"*{SUFFIX}"):
-            if queue_of(message.name) not in task_queues:
-                message.unlink(missing_ok=True)
 
 
 class Command(BaseCommand):
