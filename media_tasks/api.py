@@ -307,6 +307,14 @@ class ImageFileDownload(APIView):
     nginx from an internal location (X-Accel-Redirect,
     MEDIA_TASKS_X_ACCEL_REDIRECT_PREFIX); otherwise Django streams it."""
 
+    @extend_schema(
+        operation_id="images_file",
+        responses={200: OpenApiTypes.BINARY, 404: ErrorResponse},
+        description=(
+            "An image's original (as an attachment) or one of its renditions, to its owner and users with "
+            "media_tasks.view_image; 404 to anyone else."
+        ),
+    )
     def get(self, request: Request, image_id, name: str) -> HttpResponseBase:
         image = _visible(request, Image.objects.all()).filter(pk=image_id).first()
         if image is None:
