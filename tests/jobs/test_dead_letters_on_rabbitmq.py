@@ -12,6 +12,7 @@ from django.conf import settings
 from django.test import override_settings
 from kombu import Connection
 
+from jobs import tasks
 from jobs.maintenance import jobs_mark_dead_lettered
 from jobs.models import Job, JobStatus
 from jobs.queues import (
@@ -144,3 +145,10 @@ def test_nothing_to_do_where_the_queue_was_never_declared_or_on_the_embedded_bro
     with Connection("filesystem://", transport_options=transport_options) as embedded:
         assert jobs_mark_dead_lettered(connection=embedded) == 0
     assert Job.objects.get(pk=job.pk).status == JobStatus.QUEUED
+
+
+def test_beat_marks_dead_letters_every_minute_on_the_low_lane_of_the_default_queue():
+    entry = settings.CELERY_BEAT_SCHEDULE["jobs-mark-dead-lettered"]
+    assert entry["task"] == tasks.mark_dead_lettered.name
+    assert entry["schedule"] == 60
+    assert entry["options"] == {"priority": 0, "queue": lane_name(Queue.DEFAULT, Priority.LOW, settings.KIT_QUEUE_TYPE)}
