@@ -53,32 +53,43 @@ def _depth(channel, name: str) -> int:
     return channel.queue_declare(queue=name, passive=True).message_count
 
 
+def _hand_back_until_dead_lettered(channel, lane, dead_name: str, *, count: int) -> int:
+    """As if every worker that takes a message died before its task
+    started: RabbitMQ gets it back each time, and dead-letters it past the
+    lane's delivery limit. Returns the number of hand-backs."""
+    handed_back = 0
+    deadline = time.monotonic() + 20
+    while _depth(channel, dead_name) < count and time.monotonic() < deadline:
+        if (message := lane.get(no_ack=False)) is not None:
+            message.requeue()
+            handed_back += 1
+    assert _depth(channel, dead_name) == count
+    return handed_back
+
+
+def _medium_lane(channel):
+    name = lane_name(Queue.DEFAULT, Priority.MEDIUM, QueueType.QUORUM)
+    (lane,) = [queue(channel) for queue in quorum_queues() if queue.name == name]
+    lane.declare()
+    lane.purge()
+    return lane
+
+
 def _job(status=JobStatus.QUEUED, **fields) -> Job:
     return Job.objects.create(task_name="jobs.noop", queue=Queue.DEFAULT, status=status, **fields)
 
 
 def test_a_message_past_the_quorum_delivery_limit_marks_its_job_dead_and_stays_in_the_queue(connection):
     channel = connection.channel()
-    lane_name_ = lane_name(Queue.DEFAULT, Priority.MEDIUM, QueueType.QUORUM)
-    (lane,) = [queue(channel) for queue in quorum_queues() if queue.name == lane_name_]
-    lane.declare()
-    lane.purge()
+    lane = _medium_lane(channel)
     dead, notices = _fresh_dead_letter_queues(channel, QueueType.QUORUM)
     poison, finished = _job(), _job(status=JobStatus.SUCCESS)
     for job in (poison, finished):
         # A real Celery message, as the kit publishes it: the task id header
         # is the Job id.
-        current_app.send_task("jobs.noop", task_id=str(job.id), exchange=QUORUM_EXCHANGE, routing_key=lane_name_)
+        current_app.send_task("jobs.noop", task_id=str(job.id), exchange=QUORUM_EXCHANGE, routing_key=lane.name)
 
-    # Every worker that takes it dies before the task starts: RabbitMQ gets
-    # it back each time and dead-letters it past its delivery limit.
-    handed_back = 0
-    deadline = time.monotonic() + 20
-    while _depth(channel, dead.name) < 2 and time.monotonic() < deadline:
-        if (message := lane.get(no_ack=False)) is not None:
-            message.requeue()
-            handed_back += 1
-    assert _depth(channel, dead.name) == 2
+    handed_back = _hand_back_until_dead_lettered(channel, lane, dead.name, count=2)
     assert handed_back == 2 * (QUORUM_DELIVERY_LIMIT + 1)
     assert Job.objects.get(pk=poison.pk).status == JobStatus.QUEUED  # what the issue found
     wait_for(lambda: _depth(channel, notices.name) == 2, timeout=10, what="the kit's copies")
@@ -99,6 +110,40 @@ def test_a_message_past_the_quorum_delivery_limit_marks_its_job_dead_and_stays_i
         assert _depth(channel, dead.name) == 2
         assert _depth(channel, notices.name) == 0
         assert jobs_mark_dead_lettered() == 0
+
+
+@pytest.mark.integration
+def test_a_quorum_mode_worker_declares_the_copy_queue_and_runs_the_marking_as_beat_sends_it(
+    connection, worker_env, start_worker
+):
+    """End to end: a real worker in quorum mode declares the kit's copy of
+    the dead letters when it starts, and runs jobs.mark_dead_lettered from
+    the lane beat sends it to. It consumes the high and low lanes only, so
+    the poison message on the medium lane is left to this test."""
+    channel = connection.channel()
+    for make in (dead_letter_queue, dead_letter_notice_queue):
+        make(QueueType.QUORUM)(channel).delete()
+    lane = _medium_lane(channel)
+    poison = _job()
+    worker_env["KIT_QUEUE_TYPE"] = QueueType.QUORUM.value
+    start_worker(
+        queues=",".join(lane_name(Queue.DEFAULT, lane_, QueueType.QUORUM) for lane_ in (Priority.HIGH, Priority.LOW))
+    )
+    dead = dead_letter_queue(QueueType.QUORUM)(channel)
+    notices = dead_letter_notice_queue(QueueType.QUORUM)(channel)
+    assert _depth(channel, notices.name) == 0  # declared by the worker (a 404 otherwise)
+
+    current_app.send_task("jobs.noop", task_id=str(poison.id), exchange=QUORUM_EXCHANGE, routing_key=lane.name)
+    _hand_back_until_dead_lettered(channel, lane, dead.name, count=1)
+    entry = settings.CELERY_BEAT_SCHEDULE["jobs-mark-dead-lettered"]
+    current_app.send_task(
+        entry["task"], exchange=QUORUM_EXCHANGE, routing_key=lane_name(Queue.DEFAULT, Priority.LOW, QueueType.QUORUM)
+    )
+
+    wait_for(lambda: Job.objects.get(pk=poison.pk).status == JobStatus.DEAD, timeout=30, what="the job to be DEAD")
+    assert "x-death: reason delivery_limit" in Job.objects.get(pk=poison.pk).error
+    assert _depth(channel, dead.name) == 1
+    assert _depth(channel, notices.name) == 0
 
 
 def test_classic_mode_reads_its_own_copy_of_kit_dead_in_bounded_batches_and_marks_each_job_once(connection):
