@@ -93,23 +93,23 @@ _DEATH_REASONS = {
 
 def dead_letter_error(headers: dict, dead_letter_queue: str) -> str:
     """What a dead-lettered message's Job says, from the x-death header
-    RabbitMQ adds (its first entry is the latest death)."""
-    deaths = headers.get("x-death") or [{}]
-    death = deaths[0] if isinstance(deaths[0], dict) else {}
+    RabbitMQ adds (its first entry is the latest death). Read defensively:
+    anyone allowed to publish to the dead-letter exchange could send
+    anything."""
+    deaths = headers.get("x-death")
+    death = deaths[0] if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict) else {}
     reason = str(death.get("reason", "unknown"))
-    count = death.get("count", 1)
+    x_death = f"x-death: reason {reason}, count {death.get('count', '?')}, from queue {death.get('queue', '?')}"
+    kept = f"The message is kept in {dead_letter_queue} for inspection; retry the job once the cause is fixed."
+    why = _DEATH_REASONS.get(reason, "for a reason the kit does not know")
     if reason == "delivery_limit":
         # The delivery count itself is not in the message: RabbitMQ gives up
-        # on the first delivery past the limit.
-        deliveries = f"after more than {QUORUM_DELIVERY_LIMIT} deliveries"
-    else:
-        deliveries = f"after {count} dead-lettering(s)"
-    why = _DEATH_REASONS.get(reason, reason)
-    return (
-        f"Dead-lettered by RabbitMQ {deliveries} (x-death: reason {reason}, count {count}, "
-        f"from queue {death.get('queue', '?')}): {why}. Its worker most likely died before the task started. "
-        f"The message is kept in {dead_letter_queue} for inspection; retry the job once the cause is fixed."
-    )
+        # on the first hand-back past the limit.
+        return (
+            f"Dead-lettered by RabbitMQ after more than {QUORUM_DELIVERY_LIMIT} deliveries ({x_death}): {why}. "
+            f"Its worker most likely died each time before the task started (the kit counts only starts). {kept}"
+        )
+    return f"Dead-lettered by RabbitMQ ({x_death}): {why}. {kept}"
 
 
 def jobs_mark_dead_lettered(*, limit: int = DEAD_LETTERS_PER_RUN, connection=None) -> int:

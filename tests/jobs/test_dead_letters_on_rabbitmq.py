@@ -150,30 +150,40 @@ def test_classic_mode_reads_its_own_copy_of_kit_dead_in_bounded_batches_and_mark
     channel = connection.channel()
     dead, notices = _fresh_dead_letter_queues(channel, QueueType.CLASSIC)
     queued, retrying, already_dead = _job(), _job(status=JobStatus.RETRYING), _job(status=JobStatus.DEAD, error="x")
+    odd = _job()
     producer = connection.Producer(channel)
     # What RabbitMQ publishes to kit.dlx when a classic queue's policy
     # dead-letters a rejected message; a second copy of the queued job's
-    # message (at-least-once) and a message of no job.
+    # message (at-least-once), a message of no job, and one with a header
+    # RabbitMQ would never write (anyone may publish to kit.dlx).
     x_death = [{"count": 1, "reason": "rejected", "queue": "default", "exchange": "kit", "routing-keys": ["default"]}]
-    for task_id in (queued.id, retrying.id, already_dead.id, queued.id, "celery-beat-task"):
+    for task_id, death in [
+        *((task_id, x_death) for task_id in (queued.id, retrying.id, already_dead.id, queued.id, "celery-beat-task")),
+        (odd.id, 7),
+    ]:
         producer.publish(
-            {}, exchange=DEAD_LETTER_EXCHANGE, routing_key="default", headers={"id": str(task_id), "x-death": x_death}
+            {}, exchange=DEAD_LETTER_EXCHANGE, routing_key="default", headers={"id": str(task_id), "x-death": death}
         )
-    wait_for(lambda: _depth(channel, notices.name) == 5, timeout=10, what="the kit's copies")
+    wait_for(lambda: _depth(channel, notices.name) == 6, timeout=10, what="the kit's copies")
 
     assert jobs_mark_dead_lettered(limit=2) == 2  # classic is the test settings' mode
-    assert _depth(channel, notices.name) == 3
+    assert _depth(channel, notices.name) == 4
     assert jobs_mark_dead_lettered(limit=2) == 0  # already DEAD, and a repeat
+    assert jobs_mark_dead_lettered(limit=2) == 1  # no job, and the odd one
     assert jobs_mark_dead_lettered(limit=2) == 0
     assert _depth(channel, notices.name) == 0
-    assert _depth(channel, dead.name) == 5
+    assert _depth(channel, dead.name) == 6
 
-    statuses = dict(Job.objects.filter(pk__in=[queued.pk, retrying.pk]).values_list("id", "status"))
+    statuses = dict(Job.objects.filter(pk__in=[queued.pk, retrying.pk, odd.pk]).values_list("id", "status"))
     assert set(statuses.values()) == {JobStatus.DEAD}
     assert Job.objects.get(pk=queued.pk).error.startswith(
-        "Dead-lettered by RabbitMQ after 1 dead-lettering(s) (x-death: reason rejected, count 1, from queue default)"
+        "Dead-lettered by RabbitMQ (x-death: reason rejected, count 1, from queue default): rejected by a consumer."
     )
     assert Job.objects.get(pk=already_dead.pk).error == "x"
+    assert Job.objects.get(pk=odd.pk).error.startswith(
+        "Dead-lettered by RabbitMQ (x-death: reason unknown, count ?, from queue ?): "
+        "for a reason the kit does not know."
+    )
 
 
 def test_nothing_to_do_where_the_queue_was_never_declared_or_on_the_embedded_broker(connection, tmp_path):
