@@ -123,6 +123,19 @@ DEAD_LETTER_QUEUE_NAME: dict[QueueType, str] = {
     QueueType.CLASSIC: "kit.dead",
     QueueType.QUORUM: "kit.dead.quorum",
 }
+# A second queue on the same fanout exchange gets a copy of every
+# dead-lettered message, for the kit alone: housekeeping
+# (jobs.maintenance.jobs_mark_dead_lettered) takes each copy once, marks its
+# Job DEAD and acknowledges it, so the dead-letter queue itself is never
+# read by the kit. Reading that one without taking its messages would mean
+# handing them back, which on RabbitMQ 4.0-4.2 counts against a quorum
+# queue's default delivery limit of 20 (the messages would be dropped after
+# 20 reads), and a bounded read of a queue handed back each time would see
+# the same first messages on every run and never the ones behind them.
+DEAD_LETTER_NOTICE_QUEUE_NAME: dict[QueueType, str] = {
+    QueueType.CLASSIC: "kit.dead.jobs",
+    QueueType.QUORUM: "kit.dead.jobs.quorum",
+}
 # The kit counts the starts of a job and marks it DEAD past MAX_DELIVERIES
 # (jobs.tracking), with its Job row to show for it. RabbitMQ's count is
 # coarser: every message handed back counts, including ones a worker had
@@ -217,6 +230,19 @@ def dead_letter_queue(queue_type: QueueType) -> KombuQueue:
     arguments = {"x-queue-type": "quorum"} if queue_type is QueueType.QUORUM else {}
     return KombuQueue(
         DEAD_LETTER_QUEUE_NAME[queue_type],
+        DEAD_LETTER_EXCHANGE,
+        routing_key="",
+        durable=True,
+        queue_arguments=arguments,
+    )
+
+
+def dead_letter_notice_queue(queue_type: QueueType) -> KombuQueue:
+    """The kit's copy of every dead-lettered message (see
+    DEAD_LETTER_NOTICE_QUEUE_NAME), declared like the dead-letter queue."""
+    arguments = {"x-queue-type": "quorum"} if queue_type is QueueType.QUORUM else {}
+    return KombuQueue(
+        DEAD_LETTER_NOTICE_QUEUE_NAME[queue_type],
         DEAD_LETTER_EXCHANGE,
         routing_key="",
         durable=True,

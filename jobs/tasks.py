@@ -1,6 +1,6 @@
 """The job core's own tasks: two public utility jobs, and the periodic
-outbox relay, lost-job reaper and pruning that beat schedules
-(config/settings/base.py)."""
+outbox relay, lost-job reaper, dead-letter marking and pruning that beat
+schedules (config/settings/base.py)."""
 
 import logging
 import time
@@ -58,6 +58,14 @@ def relay_outbox() -> int:
 @shared_task(name="jobs.reap_lost", ignore_result=True, queue=Queue.DEFAULT.value)
 def reap_lost() -> int:
     return maintenance.jobs_reap_lost()
+
+
+@shared_task(name="jobs.mark_dead_lettered", ignore_result=True, queue=Queue.DEFAULT.value)
+def mark_dead_lettered() -> int:
+    marked = maintenance.jobs_mark_dead_lettered()
+    if marked:
+        logger.warning("Marked %d dead-lettered job(s) DEAD.", marked)
+    return marked
 
 
 @shared_task(name="jobs.prune", ignore_result=True, queue=Queue.DEFAULT.value)

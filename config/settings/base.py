@@ -356,6 +356,17 @@ CELERY_BEAT_SCHEDULE = {
             "queue": lane_name(Queue.DEFAULT, Priority.LOW, KIT_QUEUE_TYPE),
         },
     },
+    # Marks DEAD the jobs whose messages RabbitMQ dead-lettered
+    # (jobs.maintenance.jobs_mark_dead_lettered): one passive declare when
+    # there are none.
+    "jobs-mark-dead-lettered": {
+        "task": "jobs.mark_dead_lettered",
+        "schedule": 60,
+        "options": {
+            "priority": PRIORITY_VALUE[Priority.LOW],
+            "queue": lane_name(Queue.DEFAULT, Priority.LOW, KIT_QUEUE_TYPE),
+        },
+    },
     "jobs-prune": {
         "task": "jobs.prune",
         "schedule": 3600,

@@ -16,6 +16,7 @@ from django.conf import settings
 
 from jobs.management.commands.worker import MAX_MEMORY_PER_CHILD_KIB
 from jobs.queues import (
+    DEAD_LETTER_NOTICE_QUEUE_NAME,
     DEAD_LETTER_QUEUE_NAME,
     QUEUE_TIME_LIMITS,
     RABBITMQ_CONSUMER_TIMEOUT_SECONDS,
@@ -242,14 +243,17 @@ def test_the_kit_queues_and_only_they_dead_letter_to_a_bound_queue():
     policies = [p for p in definitions["policies"] if "dead-letter-exchange" in p["definition"]]
     assert len(policies) == 1
     policy = policies[0]
-    others = ["kit.dead", "celeryev.1f2e", "celery@host.celery.pidbox", "0b1e.reply.celery.pidbox"]
+    others = ["kit.dead", "kit.dead.jobs", "celeryev.1f2e", "celery@host.celery.pidbox", "0b1e.reply.celery.pidbox"]
     assert [name for name in [*Queue, *others] if re.search(policy["pattern"], name)] == list(Queue)
     dlx = policy["definition"]["dead-letter-exchange"]
     assert dlx in {exchange["name"] for exchange in definitions["exchanges"]}
     assert any(binding["source"] == dlx for binding in definitions["bindings"])
-    # The queue /metrics reports as kit_dead_letter_messages is the one bound.
+    # The queue /metrics reports as kit_dead_letter_messages is the one
+    # bound, and so is the kit's copy of it (jobs.maintenance.
+    # jobs_mark_dead_lettered).
     assert {(b["source"], b["destination"]) for b in definitions["bindings"]} >= {
-        (dlx, DEAD_LETTER_QUEUE_NAME[QueueType.CLASSIC])
+        (dlx, DEAD_LETTER_QUEUE_NAME[QueueType.CLASSIC]),
+        (dlx, DEAD_LETTER_NOTICE_QUEUE_NAME[QueueType.CLASSIC]),
     }
 
 

@@ -15,6 +15,7 @@ from jobs.queues import (
     Queue,
     QueueType,
     broker_queue_names,
+    dead_letter_notice_queue,
     dead_letter_queue,
     quorum_queues,
 )
@@ -26,7 +27,11 @@ CLUSTER_DEFINITIONS = COMPOSE_DIR / "rabbitmq" / "definitions-cluster.json"
 def test_the_cluster_definitions_declare_every_lane_exactly_as_celery_does_in_quorum_mode():
     definitions = json.loads(CLUSTER_DEFINITIONS.read_text())
     declared = {queue["name"]: queue for queue in definitions["queues"]}
-    expected_queues = [*quorum_queues(), dead_letter_queue(QueueType.QUORUM)]
+    expected_queues = [
+        *quorum_queues(),
+        dead_letter_queue(QueueType.QUORUM),
+        dead_letter_notice_queue(QueueType.QUORUM),
+    ]
     assert set(declared) == {queue.name for queue in expected_queues}
     assert set(declared) >= set(broker_queue_names(list(Queue), QueueType.QUORUM))
     for queue in expected_queues:
@@ -67,7 +72,11 @@ def test_rabbitmq_imports_the_cluster_definitions_and_celery_declares_the_same_q
         assert imported.returncode == 0, imported.stderr
         with Connection(f"amqp://guest:guest@127.0.0.1:5672/{vhost}", connect_timeout=5) as connection:
             channel = connection.channel()
-            for queue in [*quorum_queues(), dead_letter_queue(QueueType.QUORUM)]:
+            for queue in [
+                *quorum_queues(),
+                dead_letter_queue(QueueType.QUORUM),
+                dead_letter_notice_queue(QueueType.QUORUM),
+            ]:
                 queue(channel).declare()
         listed = subprocess.run(
             [rabbitmqctl, "-q", "list_queues", "-p", vhost, "name", "type", "--no-table-headers"],

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.core.management import get_commands, load_command_class
 from kombu import Connection
 
-from jobs.queues import WORKER_GROUPS
+from jobs.queues import WORKER_GROUPS, QueueType, dead_letter_notice_queue, dead_letter_queue
 from tests.helpers import REPO, wait_for
 from tests.ops.compose_model import COMPOSE_DIR, filled_in_env, load
 from tests.ops.http import http_get
@@ -191,6 +191,9 @@ def test_rabbitmq_imports_the_definitions_and_celery_declares_its_queues_over_th
             channel = connection.channel()
             for queue in settings.CELERY_TASK_QUEUES:
                 queue(channel).declare()
+            # What workers declare besides (jobs.worker_consumer).
+            dead_letter_queue(QueueType.CLASSIC)(channel).declare()
+            dead_letter_notice_queue(QueueType.CLASSIC)(channel).declare()
 
         def dead_lettering():
             status, queue = http_get(f"http://127.0.0.1:15672/api/queues/{vhost}/default", login=("guest", "guest"))
