@@ -62,6 +62,18 @@ def broker(rabbitmq_vhost):
     return current_app
 
 
+@pytest.fixture(autouse=True)
+def environment_restored():
+    """What a test's code puts in os.environ ends with the test: a command
+    run in-process (manage.py flower sets FLOWER_BROKER_API for its Flower)
+    would otherwise reach every later test's child processes."""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)

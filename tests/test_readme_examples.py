@@ -20,12 +20,14 @@ README_URL = "http://127.0.0.1:8000"
 FINISHED = ("SUCCESS", "FAILURE", "DEAD", "LOST", "REVOKED")
 # Each request fails the script on an HTTP error, and its answer ends with a
 # newline, without changing a character of the examples themselves. A curl
-# that asks for -f/--fail itself (the README's download loop) keeps it.
+# that asks for -f/--fail itself (the README's download loop) keeps it; one
+# that writes out its status code (-w, the bad-input example) shows an error
+# status instead of failing on it.
 PREAMBLE = """\
 set -euo pipefail
 curl() {
   local fail=--fail-with-body
-  for argument in "$@"; do case "$argument" in -f*|--fail*) fail= ;; esac; done
+  for argument in "$@"; do case "$argument" in -f*|--fail*|-w*|--write-out*) fail= ;; esac; done
   command curl -sS $fail "$@" && echo
 }
 """
@@ -88,7 +90,7 @@ def test_every_readme_example_works_against_a_live_stack(first_run, tmp_path):
         statuses = wait_for(all_finished, timeout=60, interval=0.5, what="every job the examples made to finish")
         # The bad input is refused with a 400 and makes no job; every job succeeds.
         assert set(statuses) == {"SUCCESS"}, statuses
-        assert '{"args":["jobs.sleep: seconds must be a number from 0 to 30, not -1"]}' in done.stdout
+        assert '{"args":["jobs.sleep: seconds must be a number from 0 to 30, not -1"]} 400' in done.stdout
 
         formats = jobs_rows(var_dir, "SELECT DISTINCT format FROM media_tasks_rendition")
         assert formats == [("WEBP",)], formats

@@ -182,6 +182,11 @@ SPECTACULAR_SETTINGS = {
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", 1024 * 1024)
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+# The periodic housekeeping tasks' per-run lines (beat's "Sending due task",
+# a worker's "received" and "succeeded" for the outbox relay every 10 s) are
+# noise on a developer's terminal (make run) but a heartbeat an operator may
+# grep for in production: kept off the console in DEBUG only, by default.
+LOG_QUIET_HOUSEKEEPING = env_bool("LOG_QUIET_HOUSEKEEPING", DEBUG)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -198,7 +203,11 @@ LOGGING = {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "plain",
-            "filters": ["quiet_housekeeping", "expected_failure_as_warning", "quiet_flower_start"],
+            "filters": [
+                *(["quiet_housekeeping"] if LOG_QUIET_HOUSEKEEPING else []),
+                "expected_failure_as_warning",
+                "quiet_flower_start",
+            ],
         }
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},

@@ -141,6 +141,15 @@ class RabbitCluster:
                 return online.count("@")
         return 0
 
+    def queue_consumers(self, queue: str, via: ClusterNode) -> int:
+        done = via.ctl("list_queues", "name", "consumers", "--no-table-headers")
+        assert done.returncode == 0, done.stderr
+        for line in done.stdout.splitlines():
+            name, _, consumers = line.partition("\t")
+            if name == queue:
+                return int(consumers.strip() or 0)
+        return 0
+
     def form(self) -> None:
         first, *others = self.nodes
         for node in others:

@@ -19,7 +19,7 @@ from django_celery_results.models import TaskResult
 
 from jobs.models import Job, JobStatus
 from jobs.publishing import outbox_relay
-from jobs.queues import Priority, Queue, QueueType, broker_queue_names, dead_letter_queue
+from jobs.queues import Priority, Queue, QueueType, broker_queue_names, dead_letter_queue, lane_name
 from jobs.services import enqueue, job_enqueue_many
 from tests.helpers import REPO, WorkerProcess, wait_for
 
@@ -151,6 +151,16 @@ def test_three_thousand_jobs_all_succeed_when_the_node_leading_the_busiest_queue
         lambda: cluster.queue_members_online(queue, via=victim) == 3,
         timeout=60,
         what=f"{queue} to have its three members online",
+    )
+    # Both workers are back on the lane this batch goes to, by themselves:
+    # the one that was connected to the killed node reconnects with kombu's
+    # backoff, which may still be running when the node is back.
+    high_lane = lane_name(Queue.DEFAULT, Priority.HIGH, QueueType.QUORUM)
+    survivor = cluster.nodes[2 if victim is cluster.nodes[0] else 0]
+    wait_for(
+        lambda: cluster.queue_consumers(high_lane, via=survivor) == 2,
+        timeout=120,
+        what=f"both workers to consume {high_lane} again",
     )
     # Committed (autocommit) and published at once; the first publish over a
     # pooled connection to the node that died fails, and what it leaves
