@@ -4,8 +4,8 @@ queues, jobs.queues.QUORUM_EXCHANGE) binds every queue of the app, but the
 worker declared only the ones it consumes, so on a fresh cluster the binding
 of every other lane fails with 404 NOT_FOUND and a delayed message for those
 lanes would have nowhere to go. Here every kit queue, and the dead-letter
-queue the lanes dead-letter to (with the kit's own copy of it), is declared first (declares are idempotent,
-so each worker start and each reconnect to another node repeats them safely).
+queue the lanes dead-letter to (with the kit's own copy of it), is declared
+first (declares are idempotent, so each worker start and each reconnect to another node repeats them safely).
 
 Selected by CELERY_WORKER_CONSUMER (config/settings/base.py).
 """
@@ -15,8 +15,9 @@ from celery.worker.consumer.delayed_delivery import DelayedDelivery
 from django.conf import settings
 
 from jobs.queues import dead_letter_notice_queue, dead_letter_queue
+from upstream.celery import DELAYED_DELIVERY_STEP, check_delayed_delivery_binds_queues, steps_with
 
-_CELERY_DELAYED_DELIVERY = "celery.worker.consumer.delayed_delivery:DelayedDelivery"
+check_delayed_delivery_binds_queues()
 
 
 class KitQueuesDelayedDelivery(DelayedDelivery):
@@ -34,7 +35,6 @@ class KitQueuesDelayedDelivery(DelayedDelivery):
 
 class KitConsumer(Consumer):
     class Blueprint(Consumer.Blueprint):
-        default_steps = [
-            "jobs.worker_consumer:KitQueuesDelayedDelivery" if step == _CELERY_DELAYED_DELIVERY else step
-            for step in Consumer.Blueprint.default_steps
-        ]
+        default_steps = steps_with(
+            Consumer.Blueprint.default_steps, DELAYED_DELIVERY_STEP, "jobs.worker_consumer:KitQueuesDelayedDelivery"
+        )

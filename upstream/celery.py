@@ -1,4 +1,5 @@
-"""Celery: the Django fix-up's database connection handling.
+"""Celery: the Django fix-up's database connection handling, and the
+worker consumer's delayed-delivery step.
 
 Written against celery 5.7.0. Celery's Django fix-up (celery/fixups/django.py,
 DjangoWorkerFixup) closes the worker's database connections before and after
@@ -21,3 +22,28 @@ def check_db_reuse_is_honoured(app) -> None:
     fixup = DjangoWorkerFixup(app)
     if getattr(fixup, "db_reuse_max", None) != app.conf.get(DB_REUSE_SETTING):
         raise UpstreamChanged("celery", WRITTEN_AGAINST, f"the Django fix-up no longer reads {DB_REUSE_SETTING}")
+
+
+# The worker consumer's step that binds queues for native delayed delivery
+# (countdowns on quorum queues); jobs/worker_consumer.py replaces it with a
+# subclass that declares every kit queue first, overriding its private
+# _bind_queues (Celery has no hook before the binding).
+DELAYED_DELIVERY_STEP = "celery.worker.consumer.delayed_delivery:DelayedDelivery"
+
+
+def steps_with(steps, replaced: str, replacement: str) -> list[str]:
+    """`steps` with `replaced` swapped for `replacement`; UpstreamChanged if
+    Celery no longer has that step (the swap would silently do nothing)."""
+    steps = list(steps)
+    if replaced not in steps:
+        raise UpstreamChanged("celery", WRITTEN_AGAINST, f"the worker consumer has no step {replaced}")
+    return [replacement if step == replaced else step for step in steps]
+
+
+def check_delayed_delivery_binds_queues() -> None:
+    """Raise UpstreamChanged if DelayedDelivery lost the method the kit's
+    subclass extends."""
+    from celery.worker.consumer.delayed_delivery import DelayedDelivery
+
+    if not callable(getattr(DelayedDelivery, "_bind_queues", None)):
+        raise UpstreamChanged("celery", WRITTEN_AGAINST, "DelayedDelivery._bind_queues is gone")

@@ -14,7 +14,12 @@ from django.db.models import Count
 from jobs.models import Job
 from upstream import UpstreamChanged
 from upstream.amqp import pipeline_confirms
-from upstream.celery import check_db_reuse_is_honoured
+from upstream.celery import (
+    DELAYED_DELIVERY_STEP,
+    check_db_reuse_is_honoured,
+    check_delayed_delivery_binds_queues,
+    steps_with,
+)
 from upstream.celery_results import EXTENDED_PROPERTIES, extended_properties, request_meta
 from upstream.django_db import compiled_sql, selected_names, skip_next_health_check, values_shape, yields_models
 
@@ -81,3 +86,16 @@ def test_querysets_tell_their_shape_names_and_sql(db):
     sql, params = compiled_sql(jobs.filter(queue="images").values_list("id", "status"))
     assert sql.startswith("SELECT") and params == ("images",)
     assert compiled_sql(jobs.filter(pk__in=[]).values("id")) is None
+
+
+def test_the_kits_worker_consumer_replaces_celerys_delayed_delivery_step():
+    from celery.worker.consumer import Consumer
+
+    from jobs.worker_consumer import KitConsumer
+
+    check_delayed_delivery_binds_queues()
+    assert DELAYED_DELIVERY_STEP in Consumer.Blueprint.default_steps
+    assert "jobs.worker_consumer:KitQueuesDelayedDelivery" in KitConsumer.Blueprint.default_steps
+    assert DELAYED_DELIVERY_STEP not in KitConsumer.Blueprint.default_steps
+    with pytest.raises(UpstreamChanged, match="no step"):
+        steps_with(["celery.worker.consumer.tasks:Tasks"], DELAYED_DELIVERY_STEP, "x:Y")
