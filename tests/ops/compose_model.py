@@ -3,8 +3,16 @@ that check it without a Docker engine: variables interpolated from
 compose/.env.example, YAML anchors and merges resolved, container paths
 mapped back to files in the repository."""
 
+import json
+import os
 import re
 import secrets
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path, PurePosixPath
@@ -144,3 +152,35 @@ def seconds(duration: str) -> int:
     parts = re.findall(r"(\d+)([hms])", duration)
     assert "".join(f"{n}{u}" for n, u in parts) == duration, f"unsupported duration {duration!r}"
     return sum(int(n) * units[u] for n, u in parts)
+
+
+RABBITMQCTL = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+
+
+@contextmanager
+def definitions_imported(path: Path, *, prefix: str) -> Iterator[str]:
+    """A fresh vhost on the machine's RabbitMQ holding what the definitions
+    file at `path` declares (guest may use it); yields its name and deletes
+    it afterwards."""
+    vhost = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    definitions = json.loads(path.read_text())
+    for kind in ("exchanges", "queues", "bindings", "policies"):
+        for item in definitions[kind]:
+            item["vhost"] = vhost
+    definitions["vhosts"] = [{"name": vhost}]
+    definitions["permissions"] = [{"user": "guest", "vhost": vhost, "configure": ".*", "write": ".*", "read": ".*"}]
+    try:
+        # rabbitmqctl runs as the rabbitmq user, who cannot read a test's
+        # tmp_path (and 3.10 cannot read definitions from stdin): a readable
+        # file in /tmp, holding no secret.
+        with tempfile.NamedTemporaryFile("w", suffix=".json", dir="/tmp") as file:
+            json.dump(definitions, file)
+            file.flush()
+            os.chmod(file.name, 0o644)
+            imported = subprocess.run(
+                [RABBITMQCTL, "-q", "import_definitions", file.name], capture_output=True, text=True
+            )
+        assert imported.returncode == 0, imported.stderr
+        yield vhost
+    finally:
+        subprocess.run([RABBITMQCTL, "-q", "delete_vhost", vhost], capture_output=True)

@@ -2,11 +2,7 @@
 cluster in quorum mode, against jobs.queues and against a real RabbitMQ."""
 
 import json
-import os
-import shutil
 import subprocess
-import tempfile
-import uuid
 
 from kombu import Connection
 
@@ -19,7 +15,7 @@ from jobs.queues import (
     dead_letter_queue,
     quorum_queues,
 )
-from tests.ops.compose_model import COMPOSE_DIR
+from tests.ops.compose_model import COMPOSE_DIR, RABBITMQCTL, definitions_imported
 
 CLUSTER_DEFINITIONS = COMPOSE_DIR / "rabbitmq" / "definitions-cluster.json"
 
@@ -51,25 +47,7 @@ def test_rabbitmq_imports_the_cluster_definitions_and_celery_declares_the_same_q
     """A declare with any other argument would be refused (406
     PRECONDITION_FAILED): declaring Celery's quorum-mode queues over the
     imported ones proves they match. One node is enough for a quorum queue."""
-    vhost = f"kit-test-cluster-defs-{uuid.uuid4().hex[:6]}"
-    definitions = json.loads(CLUSTER_DEFINITIONS.read_text())
-    for kind in ("exchanges", "queues", "bindings", "policies"):
-        for item in definitions[kind]:
-            item["vhost"] = vhost
-    definitions["vhosts"] = [{"name": vhost}]
-    definitions["permissions"] = [{"user": "guest", "vhost": vhost, "configure": ".*", "write": ".*", "read": ".*"}]
-    rabbitmqctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
-    try:
-        # rabbitmqctl runs as the rabbitmq user, who cannot read a test's
-        # tmp_path: a readable file in /tmp, holding no secret.
-        with tempfile.NamedTemporaryFile("w", suffix=".json", dir="/tmp") as file:
-            json.dump(definitions, file)
-            file.flush()
-            os.chmod(file.name, 0o644)
-            imported = subprocess.run(
-                [rabbitmqctl, "-q", "import_definitions", file.name], capture_output=True, text=True
-            )
-        assert imported.returncode == 0, imported.stderr
+    with definitions_imported(CLUSTER_DEFINITIONS, prefix="kit-test-cluster-defs") as vhost:
         with Connection(f"amqp://guest:guest@127.0.0.1:5672/{vhost}", connect_timeout=5) as connection:
             channel = connection.channel()
             for queue in [
@@ -79,11 +57,9 @@ def test_rabbitmq_imports_the_cluster_definitions_and_celery_declares_the_same_q
             ]:
                 queue(channel).declare()
         listed = subprocess.run(
-            [rabbitmqctl, "-q", "list_queues", "-p", vhost, "name", "type", "--no-table-headers"],
+            [RABBITMQCTL, "-q", "list_queues", "-p", vhost, "name", "type", "--no-table-headers"],
             capture_output=True,
             text=True,
         )
         types = dict(line.split("\t") for line in listed.stdout.strip().splitlines())
         assert set(types.values()) == {"quorum"}, types
-    finally:
-        subprocess.run([rabbitmqctl, "-q", "delete_vhost", vhost], capture_output=True)

@@ -9,8 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
-import uuid
 
 import pytest
 from django.conf import settings
@@ -19,7 +17,7 @@ from kombu import Connection
 
 from jobs.queues import WORKER_GROUPS, QueueType, dead_letter_notice_queue, dead_letter_queue
 from tests.helpers import REPO, wait_for
-from tests.ops.compose_model import COMPOSE_DIR, filled_in_env, load
+from tests.ops.compose_model import COMPOSE_DIR, definitions_imported, filled_in_env, load
 from tests.ops.http import http_get
 
 STUBBED = ("python", "gunicorn", "prometheus", "docker-entrypoint.sh", "chown")
@@ -167,26 +165,7 @@ def test_rabbitmq_imports_the_definitions_and_celery_declares_its_queues_over_th
     """Into a throwaway vhost of the local RabbitMQ: a queue that Celery
     declares with other arguments than the definitions would be refused
     (PRECONDITION_FAILED), so this proves they agree."""
-    vhost = f"kit-test-ops-defs-{uuid.uuid4().hex[:6]}"
-    definitions = json.loads((COMPOSE_DIR / "rabbitmq/definitions.json").read_text())
-    for kind in ("exchanges", "queues", "bindings", "policies"):
-        for item in definitions[kind]:
-            item["vhost"] = vhost
-    definitions["vhosts"] = [{"name": vhost}]
-    definitions["permissions"] = [{"user": "guest", "vhost": vhost, "configure": ".*", "write": ".*", "read": ".*"}]
-    rabbitmqctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
-    try:
-        # rabbitmqctl runs as the rabbitmq user, who cannot read a test's
-        # tmp_path (and 3.10 cannot read definitions from stdin): a readable
-        # file in /tmp, holding no secret.
-        with tempfile.NamedTemporaryFile("w", suffix=".json", dir="/tmp") as file:
-            json.dump(definitions, file)
-            file.flush()
-            os.chmod(file.name, 0o644)
-            imported = subprocess.run(
-                [rabbitmqctl, "-q", "import_definitions", file.name], capture_output=True, text=True
-            )
-        assert imported.returncode == 0, imported.stderr
+    with definitions_imported(COMPOSE_DIR / "rabbitmq/definitions.json", prefix="kit-test-ops-defs") as vhost:
         with Connection(f"amqp://guest:guest@127.0.0.1:5672/{vhost}", connect_timeout=5) as connection:
             channel = connection.channel()
             for queue in settings.CELERY_TASK_QUEUES:
@@ -200,5 +179,3 @@ def test_rabbitmq_imports_the_definitions_and_celery_declares_its_queues_over_th
             return status == 200 and queue.get("effective_policy_definition", {}).get("dead-letter-exchange")
 
         assert wait_for(dead_lettering, timeout=10, what="the dead-letter policy to apply") == "kit.dlx"
-    finally:
-        subprocess.run([rabbitmqctl, "-q", "delete_vhost", vhost], capture_output=True)
