@@ -24,17 +24,23 @@ def _import_task_modules() -> None:
     current_app.loader.import_default_modules()
 
 
-def job_tasks() -> dict[str, JobTask]:
-    _import_task_modules()
-    tasks = current_app.tasks
+def _is_job_task(task) -> bool:
     # JobTask.is_job_task, read by name: the task class's module imports the
     # services, which import this one, so this one must not import it.
-    return {name: task for name, task in sorted(tasks.items()) if getattr(task, "is_job_task", False) is True}
+    return getattr(task, "is_job_task", False) is True
+
+
+def job_tasks() -> dict[str, JobTask]:
+    _import_task_modules()
+    return {name: task for name, task in sorted(current_app.tasks.items()) if _is_job_task(task)}
 
 
 def get_job_task(name: str) -> JobTask:
-    task = job_tasks().get(name)
-    if task is None:
+    # One lookup, not job_tasks(): every enqueue and publish asks, and
+    # building the sorted dict of every task each time cost more than that.
+    _import_task_modules()
+    task = current_app.tasks.get(name)
+    if not _is_job_task(task):
         raise UnknownTask(f"No job task named {name!r}.")
     return task
 
