@@ -3,7 +3,9 @@ limit) and the common django-celery-results default; and the kit's delivery
 policy without tracking (kit-untracked), which splits the gap to bare Celery
 into what tracking costs and what the delivery guarantees cost; and the kit
 in quorum mode on a three-node RabbitMQ cluster of the run's own on loopback
-(kit-quorum), which is what replication costs.
+(kit-quorum), which is what replication costs; and the kit writing each
+start as the job begins (kit-start-at-once, JOBS_START_RECORD_DELAY_MS=0),
+which is what deferring the start to the end statement saves (jobs/starts.py).
 
 Per round, each variant in turn (A/B/C/D, A/B/C/D, ...), so load from
 whatever else runs on the machine lands on all of them alike; the ratios are the
@@ -67,8 +69,9 @@ class Kit:
     def seconds(self, jobs: int) -> float:
         if (ok := Job.objects.filter(status=JobStatus.SUCCESS).count()) != jobs:
             raise RuntimeError(f"Only {ok} of {jobs} kit jobs succeeded.")
-        # Both written by the worker child: STARTED before the body, the end
-        # state after it (jobs/tracking.py).
+        # Both written by the worker child: the time the body began and the
+        # time it ended (in one statement at the end, or the start as it
+        # happens with JOBS_START_RECORD_DELAY_MS=0; jobs/starts.py).
         window = Job.objects.aggregate(start=Min("started_at"), end=Max("finished_at"))
         return _seconds(window["start"], window["end"])
 
@@ -229,6 +232,15 @@ def measure(
     return variant.seconds(jobs), cpu.per_item_ms(before, after, jobs)
 
 
+class KitStartAtOnce(Kit):
+    """The kit writing each job's start as the job begins: what deferring it
+    to the end statement (jobs/starts.py) saves."""
+
+    name = "kit-start-at-once"
+    meaning = "jobs.noop as kit, JOBS_START_RECORD_DELAY_MS=0: STARTED written as each job begins, two statements"
+    worker_env = {"JOBS_START_RECORD_DELAY_MS": "0"}
+
+
 QUICK = {"jobs": 1000, "rounds": 3}
 FULL = {"jobs": 5000, "rounds": 5}
 
@@ -242,7 +254,14 @@ def run(*, quick: bool, jobs: int | None = None, rounds: int | None = None, conc
     cluster = stack.enter_context(running_cluster(prefix="kitbench"))
     variants = {
         variant.name: variant
-        for variant in (Kit(), Bare(scratch), CommonDefault(), KitUntracked(scratch), KitQuorum(cluster))
+        for variant in (
+            Kit(),
+            KitStartAtOnce(),
+            Bare(scratch),
+            CommonDefault(),
+            KitUntracked(scratch),
+            KitQuorum(cluster),
+        )
     }
     counts = harness.variant_counts(list(variants), jobs, slow=(CommonDefault.name,), quick=quick)
     print(
@@ -270,7 +289,7 @@ def run(*, quick: bool, jobs: int | None = None, rounds: int | None = None, conc
     cpu_summary = {name: cpu.median(costs) for name, costs in cpu_costs.items()}
 
     summary = {name: harness.spread(values) for name, values in rates.items()}
-    ratios = harness.kit_ratios(rates, summary, others=("bare", "common-default", "kit-untracked"))
+    ratios = harness.kit_ratios(rates, summary, others=("bare", "common-default", "kit-untracked", "kit-start-at-once"))
     ratios.update(harness.kit_ratios(rates, summary, others=("bare",), kit="kit-untracked"))
     ratios.update(harness.kit_ratios(rates, summary, others=("kit",), kit="kit-quorum"))
 

@@ -19,6 +19,7 @@ from django.utils import timezone
 from django_celery_results.backends.database import DatabaseBackend
 
 from jobs.models import Job
+from jobs.starts import take_deferred_start
 from jobs.tracking import (
     cached_statement,
     is_job_id,
@@ -81,6 +82,8 @@ class TrackedDatabaseBackend(DatabaseBackend):
         }
         update_fields = [*_UPDATED_ON_CONFLICT, "date_started"] if status == states.STARTED else _UPDATED_ON_CONFLICT
         job_values = job_outcome_values(celery_state=status, result=result) if is_job_id(task_id) else None
+        # The job's start, if its worker child deferred it to this statement.
+        start = take_deferred_start(task_id) if job_values is not None else None
         using = using or router.db_for_write(self.TaskModel)
         if connections[using].vendor != "postgresql":
             # No data-modifying WITH (SQLite): two statements, one transaction.
@@ -106,7 +109,7 @@ class TrackedDatabaseBackend(DatabaseBackend):
             upsert_params = [values[name] for name in self._column_names()]
             if job_values is None:
                 return upsert_sql, upsert_params
-            update_sql, update_params = job_update_sql(connection, job_id=task_id, values=job_values)
+            update_sql, update_params = job_update_sql(connection, job_id=task_id, values=job_values, start=start)
             return f"WITH job AS ({update_sql}) {upsert_sql}", [*update_params, *upsert_params]
 
         run_tracking_statement(build, using=using)

@@ -21,13 +21,15 @@ from collections.abc import Callable, Sequence
 from celery import Task, shared_task
 from celery.exceptions import Ignore, Reject
 from celery.result import AsyncResult
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
+from jobs import starts
 from jobs.exceptions import BadInput, UnsupportedOption
 from jobs.models import Job
 from jobs.queues import DEFAULT_RETRY_POLICY, MAX_PRIORITY, PRIORITY_VALUE, Priority, Queue, RetryPolicy
 from jobs.services import job_enqueue
-from jobs.tracking import StartOutcome, job_mark_started, job_report_progress
+from jobs.tracking import StartOutcome, job_mark_started
 
 # How long a worker child that cannot reach the database waits before it
 # hands the job it received back to the broker.
@@ -59,22 +61,33 @@ class JobTask(Task):
     def __call__(self, *args, **kwargs):
         request = self.request
         if request.id and not request.is_eager:
-            try:
-                outcome = job_mark_started(job_id=request.id, worker=request.hostname or "")
-            except (OperationalError, InterfaceError) as exc:
-                # The database is down. Failing the task would get its message
-                # acknowledged with nothing recorded (the job QUEUED forever):
-                # hand it back to the broker instead, after a pause, so an
-                # outage is a trickle of redeliveries, not a race through the
-                # queue. It runs once the database is back.
-                time.sleep(DATABASE_DOWN_PAUSE_SECONDS)
-                raise Reject(exc, requeue=True) from exc
-            if outcome is StartOutcome.SKIP:
-                # Cancelled, dead, or a redelivered copy of a finished job.
-                raise Ignore()
+            if starts.deferrable(request):
+                # The common path: the end statement writes the start too
+                # (jobs.starts says when it is written sooner).
+                starts.defer_start(job_id=request.id, worker=request.hostname or "")
+            else:
+                self._start_now(request)
         if self.argument_check is not None:
             self.argument_check(*args, **kwargs)
         return self.run(*args, **kwargs)
+
+    def _start_now(self, request) -> None:
+        # A redelivered message may follow a delivery whose deferred start
+        # was never written (its worker died): job_mark_started counts it.
+        uncounted = bool((request.delivery_info or {}).get("redelivered")) and settings.JOBS_START_RECORD_DELAY_MS > 0
+        try:
+            outcome = job_mark_started(job_id=request.id, worker=request.hostname or "", uncounted_delivery=uncounted)
+        except (OperationalError, InterfaceError) as exc:
+            # The database is down. Failing the task would get its message
+            # acknowledged with nothing recorded (the job QUEUED forever):
+            # hand it back to the broker instead, after a pause, so an
+            # outage is a trickle of redeliveries, not a race through the
+            # queue. It runs once the database is back.
+            time.sleep(DATABASE_DOWN_PAUSE_SECONDS)
+            raise Reject(exc, requeue=True) from exc
+        if outcome is StartOutcome.SKIP:
+            # Cancelled, dead, or a redelivered copy of a finished job.
+            raise Ignore()
 
     def signature_from_request(self, request=None, args=None, kwargs=None, queue=None, **extra_options):
         """A retry goes back to the queue its message came from. Celery finds
@@ -93,7 +106,7 @@ class JobTask(Task):
     def progress(self, percent: int, message: str = "") -> None:
         """Record how far the job is (0-100) and what it is doing now."""
         if self.request.id:
-            job_report_progress(job_id=self.request.id, percent=percent, message=message)
+            starts.report_progress(job_id=self.request.id, percent=percent, message=message)
 
     def apply_async(self, args=None, kwargs=None, task_id=None, **options):
         # Celery's own republishing (retries) passes the job's id: let it

@@ -33,12 +33,12 @@ from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.utils.module_loading import import_string
 
+from jobs import starts
 from jobs.base_task import job_task
 from jobs.exceptions import TransientError
 from jobs.models import Job, JobStatus
 from jobs.queues import DEFAULT_RETRY_POLICY, Priority, Queue, RetryPolicy
 from jobs.services import job_enqueue
-from jobs.tracking import job_report_progress
 
 try:  # Django 6.0 and later
     from django.tasks import TaskContext, TaskResult, TaskResultStatus
@@ -186,7 +186,7 @@ class KitTaskContext(TaskContext):
 
     def progress(self, percent: int, message: str = "") -> None:
         """Record how far the job is (0-100): shown by the API and the admin."""
-        job_report_progress(job_id=self.job_id, percent=percent, message=message)
+        starts.report_progress(job_id=self.job_id, percent=percent, message=message)
 
 
 # Module path -> the decorated Task, for every Django task run by the kit in

@@ -243,18 +243,19 @@ def jobs_retry_many(*, jobs: Sequence[Job], requested_by=None) -> list[Job]:
 def job_cancel(*, job: Job) -> bool:
     """Stop a job that has not finished. Returns False if it already had.
 
-    The database is the authority: a worker that receives a cancelled job
-    acknowledges it without running (jobs.tracking.job_mark_started), even if
-    it missed the revoke broadcast. A running job is also terminated.
+    Workers are told by a revoke broadcast; one that missed it reads the
+    cancelled jobs from the database when its consumer starts
+    (jobs.worker_consumer.CancelledJobs), and a redelivered copy finds the
+    row cancelled (jobs.tracking.job_mark_started). A running job is
+    terminated.
     """
     return bool(jobs_cancel_many(job_ids=[job.pk]))
 
 
 def jobs_cancel_many(*, job_ids: Sequence) -> set:
     """job_cancel for many jobs at once; returns the ids of those it
-    cancelled (the others had finished). Two UPDATEs for all of them, and at
-    most two revoke broadcasts (one terminating the running jobs), instead of
-    both per job."""
+    cancelled (the others had finished). Two UPDATEs for all of them, and
+    one revoke broadcast, instead of both per job."""
     now = timezone.now()
     with transaction.atomic():
         # Locked until the UPDATEs commit, so they change exactly the jobs
@@ -270,11 +271,13 @@ def jobs_cancel_many(*, job_ids: Sequence) -> set:
         Job.objects.filter(pk__in=running).update(
             status=JobStatus.REVOKED, finished_at=now, error="Cancelled while running."
         )
-    for ids, terminate in ((waiting, False), (running, True)):
-        if not ids:
-            continue
+    if statuses:
+        # One broadcast, terminating: a job the row shows as waiting may have
+        # begun less than JOBS_START_RECORD_DELAY_MS ago (jobs.starts), and a
+        # worker terminates only a job it is running; the others it keeps
+        # from starting.
         try:
-            current_app.control.revoke([str(pk) for pk in ids], terminate=terminate, signal="SIGTERM")
+            current_app.control.revoke([str(pk) for pk in statuses], terminate=True, signal="SIGTERM")
         except publishing.PUBLISH_ERRORS as exc:
-            logger.warning("%d jobs are cancelled in the database; the revoke broadcast failed: %s", len(ids), exc)
+            logger.warning("%d jobs are cancelled in the database; the revoke broadcast failed: %s", len(statuses), exc)
     return set(statuses)

@@ -12,11 +12,15 @@ from celery import states
 from celery.signals import task_postrun
 from django.db import connections
 
+from jobs import starts
 from upstream.django_db import skip_next_health_check
 
 
 @task_postrun.connect(dispatch_uid="jobs.release_database_connections")
-def release_database_connections(state=None, **kwargs) -> None:
+def release_database_connections(task_id=None, state=None, **kwargs) -> None:
+    if task_id:
+        # Before the connections are looked at: it may use one.
+        starts.task_ended(task_id)
     if state == states.SUCCESS:
         for connection in connections.all(initialized_only=True):
             # Closes what is past CONN_MAX_AGE or broke during the task.

@@ -124,17 +124,43 @@ def cached_statement(connection, key: tuple, write) -> str:
 _STATEMENTS: dict[tuple, str] = {}
 
 
-def job_update_sql(connection, *, job_id: str, values: dict) -> tuple[str, list]:
-    """UPDATE of one Job row's plain `values`, relaxed where allowed."""
+def start_assignments(connection, *, counted: bool) -> str:
+    """The SET items that record a job's start, `counted` as one delivery
+    and one attempt: for the statement that writes a start the worker had
+    deferred (jobs.starts). Parameters: start_params'."""
+    counts = "deliveries = deliveries + 1, " if counted else ""
+    return (
+        f"{counts}attempts = attempts + 1, started_at = %s, "
+        # Its publisher may mark it QUEUED after this (a race it loses
+        # gracefully): a job is never queued after it started.
+        "queued_at = CASE WHEN queued_at IS NULL OR queued_at > %s THEN %s ELSE queued_at END, worker = %s"
+    )
+
+
+def start_params(connection, start) -> list:
+    at = Job._meta.get_field("started_at").get_db_prep_save(start.started_at, connection)
+    return [at, at, at, start.worker[:200]]
+
+
+def job_update_sql(connection, *, job_id: str, values: dict, start=None) -> tuple[str, list]:
+    """UPDATE of one Job row's plain `values`, relaxed where allowed; with
+    `start` (a jobs.starts.Start the worker deferred to this statement), its
+    start recorded too, counted as a delivery unless `values` sets the
+    deliveries itself (a retry resets them)."""
     fields = [Job._meta.get_field(name) for name in values]
+    counted = "deliveries" not in values
 
     def write(connection):
         table = connection.ops.quote_name(Job._meta.db_table)
         assignments = ", ".join(f"{connection.ops.quote_name(field.column)} = %s" for field in fields)
+        if start is not None:
+            assignments += ", " + start_assignments(connection, counted=counted)
         return f"UPDATE {table} SET {assignments} {relaxed_durability(connection)} WHERE {table}.id = %s"
 
-    sql = cached_statement(connection, ("job_update", *values), write)
+    sql = cached_statement(connection, ("job_update", start is not None, *values), write)
     params = [field.get_db_prep_save(value, connection) for field, value in zip(fields, values.values(), strict=True)]
+    if start is not None:
+        params += start_params(connection, start)
     return sql, [*params, Job._meta.pk.get_db_prep_value(job_id, connection)]
 
 
@@ -163,15 +189,20 @@ def is_job_id(task_id: str) -> bool:
     return True
 
 
-def job_mark_started(*, job_id: str, worker: str) -> StartOutcome:
+def job_mark_started(*, job_id: str, worker: str, uncounted_delivery: bool = False) -> StartOutcome:
     """Count a delivery and move the job to STARTED, or to DEAD when it has
     started MAX_DELIVERIES times without finishing, in one UPDATE.
 
     STARTED is runnable because a job whose worker died mid-task comes back
     in that state (LOST too, see _RUNNABLE). SUCCESS, FAILURE, REVOKED and
-    DEAD are not: a redelivered
-    copy of a finished job, or a job cancelled while queued, is acknowledged
-    without running.
+    DEAD are not: a redelivered copy of a finished job, or a job cancelled
+    while queued, is acknowledged without running.
+
+    `uncounted_delivery`: the message was delivered before and that delivery
+    may not have been counted (its start was deferred, jobs.starts, and its
+    worker died before writing it). A row that counts no delivery then
+    counts that one too, so a poison message is DEAD after MAX_DELIVERIES
+    all the same.
     """
     if not is_job_id(job_id):
         return StartOutcome.UNTRACKED
@@ -180,16 +211,18 @@ def job_mark_started(*, job_id: str, worker: str) -> StartOutcome:
     def write(connection):
         table = connection.ops.quote_name(Job._meta.db_table)
         runnable = ", ".join(f"'{status}'" for status in _RUNNABLE)
-        dead = f"deliveries >= {MAX_DELIVERIES}"
         # Standard SQL: every right-hand column reference reads the old row,
-        # so `deliveries` in the CASE is the count before this delivery.
+        # so `deliveries` here is the count before this delivery.
+        earlier = "GREATEST(deliveries, 1)" if uncounted_delivery else "deliveries"
+        earlier_attempts = "attempts + CASE WHEN deliveries = 0 THEN 1 ELSE 0 END" if uncounted_delivery else "attempts"
+        dead = f"{earlier} >= {MAX_DELIVERIES}"
         return f"""
             UPDATE {table} SET
                 status = CASE WHEN {dead} THEN '{JobStatus.DEAD}' ELSE '{JobStatus.STARTED}' END,
                 error = CASE WHEN {dead} THEN %s ELSE error END,
                 finished_at = CASE WHEN {dead} THEN %s ELSE NULL END,
-                deliveries = deliveries + 1,
-                attempts = attempts + 1,
+                deliveries = {earlier} + 1,
+                attempts = {earlier_attempts} + 1,
                 started_at = %s,
                 -- Its publisher may mark it QUEUED after this (a race it
                 -- loses gracefully): a job is never queued after it started.
@@ -201,7 +234,7 @@ def job_mark_started(*, job_id: str, worker: str) -> StartOutcome:
         """
 
     def build(connection):
-        sql = cached_statement(connection, ("job_mark_started",), write)
+        sql = cached_statement(connection, ("job_mark_started", uncounted_delivery), write)
         at = Job._meta.get_field("started_at").get_db_prep_save(now, connection)
         return sql, [_DEAD_MESSAGE, at, at, at, at, worker[:200], Job._meta.pk.get_db_prep_value(job_id, connection)]
 
@@ -212,6 +245,28 @@ def job_mark_started(*, job_id: str, worker: str) -> StartOutcome:
     if Job.objects.filter(pk=job_id).exists():
         return StartOutcome.SKIP
     return StartOutcome.UNTRACKED
+
+
+def job_mark_running(start) -> None:
+    """Write the start of a job that is running now (a jobs.starts.Start the
+    worker had deferred): STARTED, counted as a delivery, unless the row has
+    meanwhile finished or been cancelled. No poison check: the job is
+    running, and its message was not a redelivery (those are started with
+    job_mark_started)."""
+
+    def build(connection):
+        def write(connection):
+            table = connection.ops.quote_name(Job._meta.db_table)
+            runnable = ", ".join(f"'{status}'" for status in _RUNNABLE)
+            return (
+                f"UPDATE {table} SET status = '{JobStatus.STARTED}', {start_assignments(connection, counted=True)} "
+                f"{relaxed_durability(connection)} WHERE {table}.id = %s AND status IN ({runnable})"
+            )
+
+        sql = cached_statement(connection, ("job_mark_running",), write)
+        return sql, [*start_params(connection, start), Job._meta.pk.get_db_prep_value(start.job_id, connection)]
+
+    run_tracking_statement(build)
 
 
 def job_report_progress(*, job_id: str, percent: int, message: str = "") -> None:

@@ -1,4 +1,13 @@
-"""The worker's consumer, with one change for quorum mode: Celery's native
+"""The worker's consumer, with two changes.
+
+Jobs cancelled while this worker was not listening: each time the consumer
+starts (the worker starts, or reconnects to the broker), before it takes a
+message, it reads from the database the jobs cancelled before they started
+and tells Celery they are revoked (CancelledJobs). A revoke broadcast only
+reaches the workers connected when it is sent, and a worker defers a job's
+start to its end (jobs.starts), so without this such a job would run.
+
+Quorum mode: Celery's native
 delayed delivery (which carries countdowns and retry backoffs on quorum
 queues, jobs.queues.QUORUM_EXCHANGE) binds every queue of the app, but the
 worker declared only the ones it consumes, so on a fresh cluster the binding
@@ -10,12 +19,26 @@ first (declares are idempotent, so each worker start and each reconnect to anoth
 Selected by CELERY_WORKER_CONSUMER (config/settings/base.py).
 """
 
+import logging
+
+from celery import bootsteps
 from celery.worker.consumer import Consumer
 from celery.worker.consumer.delayed_delivery import DelayedDelivery
 from django.conf import settings
+from django.db import DatabaseError, connections
 
 from jobs.queues import dead_letter_notice_queue, dead_letter_queue
-from upstream.celery import DELAYED_DELIVERY_STEP, check_delayed_delivery_binds_queues, steps_with
+from jobs.starts import cancelled_before_start
+from upstream.celery import (
+    DELAYED_DELIVERY_STEP,
+    TASKS_STEP,
+    check_delayed_delivery_binds_queues,
+    revoked_elsewhere,
+    steps_before,
+    steps_with,
+)
+
+logger = logging.getLogger(__name__)
 
 check_delayed_delivery_binds_queues()
 
@@ -33,8 +56,32 @@ class KitQueuesDelayedDelivery(DelayedDelivery):
         super()._bind_queues(app, connection)
 
 
+class CancelledJobs(bootsteps.StartStopStep):
+    """Jobs cancelled before they started, from the database, into the
+    worker's revoked set before it takes a message."""
+
+    def start(self, consumer) -> None:
+        try:
+            job_ids = cancelled_before_start()
+        except DatabaseError as exc:
+            logger.warning("Could not read the cancelled jobs from the database: %s", exc)
+            return
+        finally:
+            # The main process runs no task: it keeps no connection open.
+            connections.close_all()
+        revoked_elsewhere(job_ids)
+        if job_ids:
+            logger.info("%d job(s) cancelled before they started will not run here.", len(job_ids))
+
+
 class KitConsumer(Consumer):
     class Blueprint(Consumer.Blueprint):
-        default_steps = steps_with(
-            Consumer.Blueprint.default_steps, DELAYED_DELIVERY_STEP, "jobs.worker_consumer:KitQueuesDelayedDelivery"
+        default_steps = steps_before(
+            steps_with(
+                Consumer.Blueprint.default_steps,
+                DELAYED_DELIVERY_STEP,
+                "jobs.worker_consumer:KitQueuesDelayedDelivery",
+            ),
+            TASKS_STEP,
+            "jobs.worker_consumer:CancelledJobs",
         )

@@ -40,6 +40,32 @@ def steps_with(steps, replaced: str, replacement: str) -> list[str]:
     return [replacement if step == replaced else step for step in steps]
 
 
+# The consumer step that starts taking task messages; a step placed before it
+# runs, at every (re)start of the consumer, before any message is handled.
+TASKS_STEP = "celery.worker.consumer.tasks:Tasks"
+
+
+def steps_before(steps, anchor: str, added: str) -> list[str]:
+    """`steps` with `added` placed just before `anchor`; UpstreamChanged if
+    Celery no longer has that step."""
+    steps = list(steps)
+    if anchor not in steps:
+        raise UpstreamChanged("celery", WRITTEN_AGAINST, f"the worker consumer has no step {anchor}")
+    return [*steps[: steps.index(anchor)], added, *steps[steps.index(anchor) :]]
+
+
+def revoked_elsewhere(task_ids) -> None:
+    """Tell this worker that these tasks were revoked while it was not
+    listening: Celery's own way for ids received on mingle or read from the
+    state db (celery.worker.state.merge_revoked). Its Request then
+    acknowledges such a task without running it, and marks it REVOKED."""
+    from celery.worker import state
+
+    if not callable(getattr(state, "merge_revoked", None)):
+        raise UpstreamChanged("celery", WRITTEN_AGAINST, "celery.worker.state.merge_revoked is gone")
+    state.merge_revoked(task_ids)
+
+
 def check_delayed_delivery_binds_queues() -> None:
     """Raise UpstreamChanged if DelayedDelivery lost the method the kit's
     subclass extends."""

@@ -409,6 +409,11 @@ JOBS_BROKER_ETA_HORIZON_SECONDS = env_int("JOBS_BROKER_ETA_HORIZON_SECONDS", 120
 # PostgreSQL's WAL flush only if this is true (jobs.tracking.
 # relaxed_durability says what is at stake).
 JOBS_DURABLE_TRACKING = env_bool("JOBS_DURABLE_TRACKING", False)
+# A worker writes a job's start with its end, in one statement, unless the job
+# runs longer than this (then a thread writes STARTED as it passes), reports
+# progress, or is a redelivery (jobs.starts says why and what it costs). 0:
+# every start is written as the job begins, one more statement per job.
+JOBS_START_RECORD_DELAY_MS = env_int("JOBS_START_RECORD_DELAY_MS", 500)
 # A job STARTED longer than its queue's hard time limit plus this is LOST.
 JOBS_LOST_GRACE_SECONDS = env_int("JOBS_LOST_GRACE_SECONDS", 300)
 # Finished jobs and their results are deleted after this many days.
