@@ -220,9 +220,11 @@ def _register_with_celery(task: Task) -> None:
 
 
 def _run(celery_task, task: Task, args: tuple, kwargs: dict) -> Any:
-    """The body of a Django task in a worker: the JobTask around it has
-    already marked the job STARTED (and counted the delivery)."""
+    """The body of a Django task in a worker."""
     if task.takes_context:
+        # The context is read from the Job row: its start (and so the
+        # attempt counting this one) is written first (jobs.starts).
+        starts.write_start_now(celery_task.request.id)
         task_result = task.get_backend().get_result(celery_task.request.id)
         context = KitTaskContext(
             task_result=task_result,

@@ -18,7 +18,8 @@ invariants):
   thread in the worker child writes STARTED then, so a running job shows as
   running within about a second, and a worker that dies mid-job leaves it
   STARTED for the reaper (jobs.maintenance);
-- a job that reports progress: its start is written first;
+- a job that reports progress, or a Django task that takes a context (its
+  `attempt` is read from the row): its start is written first;
 - where the end is not one statement (SQLite, the embedded default), or
   the delay is 0: at once, as before.
 
@@ -33,6 +34,7 @@ at-least-once delivery may: tasks are idempotent (invariant 2).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -73,9 +75,16 @@ def deferrable(request) -> bool:
     return (
         settings.JOBS_START_RECORD_DELAY_MS > 0
         and not (request.delivery_info or {}).get("redelivered")
+        and _end_is_one_statement(router.db_for_write(Job))
         and is_job_id(request.id)
-        and connections[router.db_for_write(Job)].vendor == "postgresql"
     )
+
+
+@functools.cache
+def _end_is_one_statement(alias: str) -> bool:
+    # PostgreSQL's data-modifying WITH (jobs.backend); looked up once, as
+    # it is asked for every job.
+    return connections[alias].vendor == "postgresql"
 
 
 class _Recorder:
@@ -183,6 +192,12 @@ def task_ended(job_id: str) -> None:
     the task handed its message back), so it is written now, and the job
     shows as STARTED, as a job whose worker stopped mid-way does, for the
     reaper or the next delivery."""
+    write_start_now(job_id)
+
+
+def write_start_now(job_id: str) -> None:
+    """Write the running job's deferred start now, for a reader that needs
+    the row as it is while the job runs (its attempts, its status)."""
     if _recorder is not None and _recorder._pid == os.getpid():
         _recorder.write_now(job_id)
 
@@ -190,8 +205,7 @@ def task_ended(job_id: str) -> None:
 def report_progress(*, job_id: str, percent: int, message: str = "") -> None:
     """Record how far a running job is; its deferred start is written first,
     so a job that reports progress is STARTED, with its progress."""
-    if _recorder is not None and _recorder._pid == os.getpid():
-        _recorder.write_now(job_id)
+    write_start_now(job_id)
     job_report_progress(job_id=job_id, percent=percent, message=message)
 
 
