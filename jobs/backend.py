@@ -19,7 +19,7 @@ from django.utils import timezone
 from django_celery_results.backends.database import DatabaseBackend
 
 from jobs.models import Job
-from jobs.starts import take_deferred_start
+from jobs.starts import give_back_deferred_start, take_deferred_start
 from jobs.tracking import (
     cached_statement,
     is_job_id,
@@ -112,7 +112,14 @@ class TrackedDatabaseBackend(DatabaseBackend):
             update_sql, update_params = job_update_sql(connection, job_id=task_id, values=job_values, start=start)
             return f"WITH job AS ({update_sql}) {upsert_sql}", [*update_params, *upsert_params]
 
-        run_tracking_statement(build, using=using)
+        try:
+            run_tracking_statement(build, using=using)
+        except Exception:
+            if start is not None:
+                # Not written: the next attempt (Celery retries the store)
+                # or the task's end (jobs.starts.task_ended) still has it.
+                give_back_deferred_start(start)
+            raise
         return result
 
     @classmethod

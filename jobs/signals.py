@@ -9,7 +9,7 @@ connections), minus the health check's probe before every task.
 """
 
 from celery import states
-from celery.signals import task_postrun
+from celery.signals import task_internal_error, task_postrun
 from django.db import connections
 
 from jobs import starts
@@ -36,3 +36,11 @@ def release_database_connections(task_id=None, state=None, **kwargs) -> None:
     # connection in a state Django does not know about. Start afresh.
     for connection in connections.all(initialized_only=True):
         connection.close()
+
+
+@task_internal_error.connect(dispatch_uid="jobs.end_deferred_start_after_internal_error")
+def end_deferred_start_after_internal_error(task_id=None, **kwargs) -> None:
+    # Celery skips task_postrun when the end could not be stored (an error
+    # "outside the body"): the deferred start is settled here instead.
+    if task_id:
+        starts.task_ended(task_id)

@@ -120,18 +120,25 @@ class _Recorder:
             self._start = None
         return start
 
-    def write_now(self, job_id: str) -> None:
-        """Write the job's deferred start now, from the calling thread."""
+    def give_back(self, start: Start) -> None:
+        with self._lock:
+            if self._start is None:
+                start.due = float("inf")  # the end statement's retry writes it
+                self._start = start
+
+    def write_now(self, job_id: str) -> bool:
+        """Write the job's deferred start now, from the calling thread;
+        False if it could not be written."""
         with self._lock:
             while self._start is not None and self._start.writing:
                 self._written.wait()
             start = self._start
             if start is None or start.job_id != job_id:
-                return
+                return True
             start.writing = True
-        self._write(start)
+        return self._write(start)
 
-    def _write(self, start: Start) -> None:
+    def _write(self, start: Start) -> bool:
         written = False
         try:
             job_mark_running(start)
@@ -148,6 +155,7 @@ class _Recorder:
                 elif not written:
                     start.due = float("inf")
                 self._written.notify_all()
+        return written
 
     def _watch(self) -> None:
         while True:
@@ -186,20 +194,41 @@ def take_deferred_start(job_id: str) -> Start | None:
     return _recorder.take(job_id) if _recorder is not None and _recorder._pid == os.getpid() else None
 
 
+def give_back_deferred_start(start: Start) -> None:
+    """The end statement that took `start` failed: it is unwritten again."""
+    if _recorder is not None and _recorder._pid == os.getpid():
+        _recorder.give_back(start)
+
+
 def task_ended(job_id: str) -> None:
     """After the task's end (Celery's task_postrun): a start still unwritten
     had no end statement to carry it (the result could not be stored, or
     the task handed its message back), so it is written now, and the job
     shows as STARTED, as a job whose worker stopped mid-way does, for the
-    reaper or the next delivery."""
-    write_start_now(job_id)
+    reaper or the next delivery.
+
+    If that fails too, the database has been unreachable for as long as
+    the result backend retried (CELERY_RESULT_BACKEND_MAX_RETRIES), and the
+    row would stay QUEUED, its message acknowledged: nothing would ever run
+    or reap it. The worker child exits instead, before the acknowledgement,
+    so the message goes back to the queue (task_reject_on_worker_lost), and
+    its redelivery waits for the database (jobs.base_task) and runs again."""
+    if not write_start_now(job_id):
+        logger.error(
+            "Job %s ran, but neither its start nor its end could be written to the database: this worker "
+            "child exits so that the job's message goes back to the queue instead of being acknowledged.",
+            job_id,
+        )
+        os._exit(1)
 
 
-def write_start_now(job_id: str) -> None:
+def write_start_now(job_id: str) -> bool:
     """Write the running job's deferred start now, for a reader that needs
-    the row as it is while the job runs (its attempts, its status)."""
+    the row as it is while the job runs (its attempts, its status); False if
+    it could not be written."""
     if _recorder is not None and _recorder._pid == os.getpid():
-        _recorder.write_now(job_id)
+        return _recorder.write_now(job_id)
+    return True
 
 
 def report_progress(*, job_id: str, percent: int, message: str = "") -> None:

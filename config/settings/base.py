@@ -264,9 +264,10 @@ CELERY_RESULT_BACKEND = "jobs.backend:TrackedDatabaseBackend"
 CELERY_RESULT_EXTENDED = True
 # A state the database could not take (it is restarting) is written again
 # after a backoff (full jitter, 10 ms doubling up to 10 s): about a minute in
-# all before the worker gives up on it (jobs.backend says which errors).
+# all before the worker gives up on it (jobs.backend says which errors; a job
+# whose start was deferred to that write is then handed back, jobs.starts).
 CELERY_RESULT_BACKEND_ALWAYS_RETRY = True
-CELERY_RESULT_BACKEND_MAX_RETRIES = 20
+CELERY_RESULT_BACKEND_MAX_RETRIES = env_int("CELERY_RESULT_BACKEND_MAX_RETRIES", 20)
 # Celery's built-in cleanup deletes all expired results in one statement;
 # `manage.py prune_jobs` does it in batches instead (scheduled below).
 CELERY_RESULT_EXPIRES = None

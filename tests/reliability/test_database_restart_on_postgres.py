@@ -85,6 +85,9 @@ def test_a_job_whose_worker_vanished_during_the_outage_is_reaped_lost_and_its_re
     marker = tmp_path / "first-run"
     job = enqueue("testapp.slow_first_time", str(marker), 60)
     wait_for(marker.exists, timeout=60, what="the job to start")
+    # A running job shows as STARTED within about a second (jobs.starts);
+    # one whose worker died before that is QUEUED, and simply redelivered.
+    wait_for(lambda: Job.objects.get(pk=job.pk).status == JobStatus.STARTED, timeout=10, what="STARTED")
 
     on_fault_postgres.stop()
     worker.kill_main()  # the host dies while nothing can be recorded
@@ -110,3 +113,42 @@ def test_a_job_whose_worker_vanished_during_the_outage_is_reaped_lost_and_its_re
     # The lost job's own message was still on the broker: it ran as well,
     # rather than being dropped (LOST stays runnable).
     wait_for(lambda: Job.objects.get(pk=job.pk).status == JobStatus.SUCCESS, timeout=60, what="the lost job to run")
+
+
+def test_a_job_that_ran_while_the_database_stayed_down_is_handed_back_and_runs_once_it_is_back(
+    on_fault_postgres, start_worker, worker_env, tmp_path
+):
+    """Its start was deferred to its end statement (jobs.starts), and the
+    database stayed away for longer than the result backend retries: the
+    worker child exits before acknowledging it, so the job is not left
+    QUEUED with its message gone; it runs again once the database is back."""
+    worker_env.update(
+        # The start stays deferred for the whole run, and the backend gives
+        # up after one retry instead of about a minute.
+        JOBS_START_RECORD_DELAY_MS="60000",
+        CELERY_RESULT_BACKEND_MAX_RETRIES="1",
+    )
+    worker = start_worker()
+    marker = tmp_path / "running"
+    job = enqueue("testapp.block", 2, str(marker))
+    wait_for(marker.exists, timeout=60, what="the job to start")
+    assert Job.objects.get(pk=job.pk).status == JobStatus.QUEUED  # its start is deferred
+
+    on_fault_postgres.stop()
+    wait_for(
+        lambda: "this worker child exits" in worker.read_log(),
+        timeout=60,
+        what="the worker child to give up on the job's end",
+    )
+    on_fault_postgres.start()
+    connection.close()
+
+    wait_for(
+        lambda: Job.objects.get(pk=job.pk).status == JobStatus.SUCCESS,
+        timeout=90,
+        interval=0.5,
+        what=f"the handed-back job to run again; worker log: {worker.log_path}",
+    )
+    job.refresh_from_db()
+    assert job.deliveries == 2  # the handed-back delivery is counted too
+    assert worker.process.poll() is None, "the worker had to be restarted by hand"
