@@ -21,7 +21,6 @@ from collections.abc import Callable, Sequence
 from celery import Task, shared_task
 from celery.exceptions import Ignore, Reject
 from celery.result import AsyncResult
-from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from jobs import starts
@@ -57,6 +56,9 @@ class JobTask(Task):
     # without a traceback (jobs.log_filters shows it as a WARNING). The
     # traceback is still stored with the result, for staff.
     throws = (BadInput,)
+    # In the worker's main process: the start of a job whose worker child
+    # died before writing it is written then (jobs.worker_request).
+    Request = "jobs.worker_request:JobRequest"
 
     def __call__(self, *args, **kwargs):
         request = self.request
@@ -72,11 +74,8 @@ class JobTask(Task):
         return self.run(*args, **kwargs)
 
     def _start_now(self, request) -> None:
-        # A redelivered message may follow a delivery whose deferred start
-        # was never written (its worker died): job_mark_started counts it.
-        uncounted = bool((request.delivery_info or {}).get("redelivered")) and settings.JOBS_START_RECORD_DELAY_MS > 0
         try:
-            outcome = job_mark_started(job_id=request.id, worker=request.hostname or "", uncounted_delivery=uncounted)
+            outcome = job_mark_started(job_id=request.id, worker=request.hostname or "")
         except (OperationalError, InterfaceError) as exc:
             # The database is down. Failing the task would get its message
             # acknowledged with nothing recorded (the job QUEUED forever):

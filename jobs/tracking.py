@@ -189,7 +189,7 @@ def is_job_id(task_id: str) -> bool:
     return True
 
 
-def job_mark_started(*, job_id: str, worker: str, uncounted_delivery: bool = False) -> StartOutcome:
+def job_mark_started(*, job_id: str, worker: str) -> StartOutcome:
     """Count a delivery and move the job to STARTED, or to DEAD when it has
     started MAX_DELIVERIES times without finishing, in one UPDATE.
 
@@ -197,12 +197,6 @@ def job_mark_started(*, job_id: str, worker: str, uncounted_delivery: bool = Fal
     in that state (LOST too, see _RUNNABLE). SUCCESS, FAILURE, REVOKED and
     DEAD are not: a redelivered copy of a finished job, or a job cancelled
     while queued, is acknowledged without running.
-
-    `uncounted_delivery`: the message was delivered before and that delivery
-    may not have been counted (its start was deferred, jobs.starts, and its
-    worker died before writing it). A row that counts no delivery then
-    counts that one too, so a poison message is DEAD after MAX_DELIVERIES
-    all the same.
     """
     if not is_job_id(job_id):
         return StartOutcome.UNTRACKED
@@ -213,16 +207,14 @@ def job_mark_started(*, job_id: str, worker: str, uncounted_delivery: bool = Fal
         runnable = ", ".join(f"'{status}'" for status in _RUNNABLE)
         # Standard SQL: every right-hand column reference reads the old row,
         # so `deliveries` here is the count before this delivery.
-        earlier = "GREATEST(deliveries, 1)" if uncounted_delivery else "deliveries"
-        earlier_attempts = "attempts + CASE WHEN deliveries = 0 THEN 1 ELSE 0 END" if uncounted_delivery else "attempts"
-        dead = f"{earlier} >= {MAX_DELIVERIES}"
+        dead = f"deliveries >= {MAX_DELIVERIES}"
         return f"""
             UPDATE {table} SET
                 status = CASE WHEN {dead} THEN '{JobStatus.DEAD}' ELSE '{JobStatus.STARTED}' END,
                 error = CASE WHEN {dead} THEN %s ELSE error END,
                 finished_at = CASE WHEN {dead} THEN %s ELSE NULL END,
-                deliveries = {earlier} + 1,
-                attempts = {earlier_attempts} + 1,
+                deliveries = deliveries + 1,
+                attempts = attempts + 1,
                 started_at = %s,
                 -- Its publisher may mark it QUEUED after this (a race it
                 -- loses gracefully): a job is never queued after it started.
@@ -234,7 +226,7 @@ def job_mark_started(*, job_id: str, worker: str, uncounted_delivery: bool = Fal
         """
 
     def build(connection):
-        sql = cached_statement(connection, ("job_mark_started", uncounted_delivery), write)
+        sql = cached_statement(connection, ("job_mark_started",), write)
         at = Job._meta.get_field("started_at").get_db_prep_save(now, connection)
         return sql, [_DEAD_MESSAGE, at, at, at, at, worker[:200], Job._meta.pk.get_db_prep_value(job_id, connection)]
 
@@ -247,23 +239,24 @@ def job_mark_started(*, job_id: str, worker: str, uncounted_delivery: bool = Fal
     return StartOutcome.UNTRACKED
 
 
-def job_mark_running(start) -> None:
-    """Write the start of a job that is running now (a jobs.starts.Start the
-    worker had deferred): STARTED, counted as a delivery, unless the row has
-    meanwhile finished or been cancelled. No poison check: the job is
-    running, and its message was not a redelivery (those are started with
+def job_mark_running(start, *, statuses=_RUNNABLE) -> None:
+    """Write the start of a job that is running now, or was (a
+    jobs.starts.Start the worker had deferred): STARTED, counted as a
+    delivery, if the row's status is one of `statuses` (by default any
+    runnable one: not if it has meanwhile finished or been cancelled). No
+    poison check: its message was not a redelivery (those are started with
     job_mark_started)."""
 
     def build(connection):
         def write(connection):
             table = connection.ops.quote_name(Job._meta.db_table)
-            runnable = ", ".join(f"'{status}'" for status in _RUNNABLE)
+            allowed = ", ".join(f"'{status}'" for status in statuses)
             return (
                 f"UPDATE {table} SET status = '{JobStatus.STARTED}', {start_assignments(connection, counted=True)} "
-                f"{relaxed_durability(connection)} WHERE {table}.id = %s AND status IN ({runnable})"
+                f"{relaxed_durability(connection)} WHERE {table}.id = %s AND status IN ({allowed})"
             )
 
-        sql = cached_statement(connection, ("job_mark_running",), write)
+        sql = cached_statement(connection, ("job_mark_running", *statuses), write)
         return sql, [*start_params(connection, start), Job._meta.pk.get_db_prep_value(start.job_id, connection)]
 
     run_tracking_statement(build)

@@ -90,6 +90,9 @@ def test_a_worker_killed_with_sigkill_mid_task_is_redelivered_to_the_next_worker
     first = start_worker()
     job = enqueue("testapp.block", 3, str(marker))
     wait_for(marker.exists, what="the job to start on the first worker")
+    # A running job shows as STARTED within about a second (jobs.starts): a
+    # worker that dies whole before that leaves its delivery uncounted.
+    wait_for(lambda: Job.objects.get(pk=job.pk).status == JobStatus.STARTED, what="the job to show as STARTED")
 
     first.kill_main()
     start_worker()

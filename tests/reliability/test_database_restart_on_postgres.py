@@ -149,6 +149,4 @@ def test_a_job_that_ran_while_the_database_stayed_down_is_handed_back_and_runs_o
         interval=0.5,
         what=f"the handed-back job to run again; worker log: {worker.log_path}",
     )
-    job.refresh_from_db()
-    assert job.deliveries == 2  # the handed-back delivery is counted too
     assert worker.process.poll() is None, "the worker had to be restarted by hand"
