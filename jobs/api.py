@@ -26,7 +26,7 @@ from rest_framework.views import APIView
 from jobs import explain, failures, services
 from jobs.exceptions import BadInput
 from jobs.keys import owner_scoped_key
-from jobs.models import ACTIVE_STATUSES, CANCELLABLE_STATUSES, RETRYABLE_STATUSES, Job, JobStatus
+from jobs.models import CANCELLABLE_STATUSES, RETRYABLE_STATUSES, Job, JobStatus
 from jobs.queues import Priority, Queue
 from jobs.registry import job_tasks, public_job_tasks
 from jobs.search import jobs_search
@@ -176,15 +176,10 @@ class JobCollection(APIView):
         # Scoped to the caller: never another user's job, never a key the kit
         # uses itself (jobs/keys.py).
         scoped_key = owner_scoped_key(key, request.user)
-        # Jobs already holding the key: if the service returns one of them,
-        # the request was deduplicated, and the answer says so.
-        holders = (
-            set(Job.objects.filter(unique_key=scoped_key, status__in=ACTIVE_STATUSES).values_list("pk", flat=True))
-            if scoped_key
-            else set()
-        )
         try:
-            job = services.job_enqueue(
+            # deduplicated: an active job already held the key, and is the
+            # answer (no new one was made).
+            job, deduplicated = services.job_enqueue_or_find(
                 task_name=data["task"],
                 args=data["args"],
                 kwargs=data["kwargs"],
@@ -196,7 +191,7 @@ class JobCollection(APIView):
         except BadInput as exc:
             raise ValidationError({"detail": str(exc)}) from None
         body = job_representation(job, request)
-        if job.pk in holders:
+        if deduplicated:
             body["deduplicated"] = True
             body["detail"] = f"A job with unique_key {key!r} is already active: this is that job, no new one was made."
             return Response(body, status=status.HTTP_200_OK, headers={"Location": body["url"]})

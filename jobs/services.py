@@ -52,6 +52,38 @@ def job_enqueue(
     with that key is active the existing job is returned instead. `queue`
     overrides the task's own (Django's Tasks API chooses it per call).
     """
+    job, _deduplicated = job_enqueue_or_find(
+        task_name=task_name,
+        args=args,
+        kwargs=kwargs,
+        priority=priority,
+        countdown=countdown,
+        eta=eta,
+        unique_key=unique_key,
+        requested_by=requested_by,
+        retry_of=retry_of,
+        queue=queue,
+    )
+    return job
+
+
+def job_enqueue_or_find(
+    *,
+    task_name: str,
+    args: list | tuple = (),
+    kwargs: dict | None = None,
+    priority: Priority | str = Priority.MEDIUM,
+    countdown: float | None = None,
+    eta: datetime | None = None,
+    unique_key: str | None = None,
+    requested_by=None,
+    retry_of: Job | None = None,
+    queue: Queue | str | None = None,
+) -> tuple[Job, bool]:
+    """job_enqueue, also saying whether the job returned is an active one
+    that already held `unique_key` (True: no new job was made). The API
+    answers so; asking the database beforehand would cost a query per
+    request, and could name a holder that finished meanwhile."""
     if countdown is not None:
         eta = timezone.now() + timedelta(seconds=countdown)
     job = _new_job(
@@ -80,7 +112,7 @@ def job_enqueue(
             raise
         existing = Job.objects.filter(unique_key=unique_key, status__in=ACTIVE_STATUSES).first()
         if existing is None:  # it finished between our insert and this read
-            return job_enqueue(
+            return job_enqueue_or_find(
                 task_name=task_name,
                 args=args,
                 kwargs=kwargs,
@@ -91,9 +123,9 @@ def job_enqueue(
                 retry_of=retry_of,
                 queue=queue,
             )
-        return existing
+        return existing, True
     transaction.on_commit(lambda: publishing.job_publish(job), robust=True)
-    return job
+    return job, False
 
 
 def enqueue(

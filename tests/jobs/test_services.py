@@ -10,7 +10,7 @@ from jobs.exceptions import BadInput, UnknownTask
 from jobs.maintenance import jobs_prune, jobs_reap_lost
 from jobs.models import Job, JobStatus
 from jobs.publishing import job_publish
-from jobs.services import enqueue, job_cancel, job_enqueue, job_retry
+from jobs.services import enqueue, job_cancel, job_enqueue, job_enqueue_or_find, job_retry
 from jobs.tracking import StartOutcome, error_summary, job_mark_started, job_record_outcome, job_report_progress
 
 pytestmark = pytest.mark.django_db
@@ -56,6 +56,17 @@ def test_a_unique_key_returns_the_active_job_instead_of_a_second_one():
 
     Job.objects.filter(pk=first.pk).update(status=JobStatus.SUCCESS)
     assert enqueue("jobs.noop", unique_key="nightly-report").pk != first.pk
+
+
+def test_job_enqueue_or_find_says_whether_an_active_job_held_the_key():
+    first, deduplicated = job_enqueue_or_find(task_name="jobs.noop", unique_key="nightly-report")
+    assert not deduplicated
+    again, deduplicated = job_enqueue_or_find(task_name="jobs.noop", unique_key="nightly-report")
+    assert (again.pk, deduplicated) == (first.pk, True)
+
+    Job.objects.filter(pk=first.pk).update(status=JobStatus.SUCCESS)
+    fresh, deduplicated = job_enqueue_or_find(task_name="jobs.noop", unique_key="nightly-report")
+    assert fresh.pk != first.pk and not deduplicated
 
 
 def test_start_counts_deliveries_and_the_fourth_delivery_is_dead():
