@@ -85,6 +85,11 @@ def job_publish(job: Job) -> bool:
         logger.warning("Job %s stays PENDING, the outbox relay will publish it: %s", job.id, exc)
         return False
     job_mark_queued([job.pk])
+    # The caller's copy too: an API answer built from it (jobs.api) says
+    # QUEUED, not "the broker has not confirmed it". A worker may already
+    # have started the job; the row says so, and the next read shows it.
+    if job.status == JobStatus.PENDING:
+        job.status, job.queued_at = JobStatus.QUEUED, timezone.now()
     return True
 
 

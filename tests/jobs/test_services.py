@@ -354,3 +354,10 @@ def test_the_reaper_marks_lost_only_jobs_started_longer_than_their_limit_and_the
     assert "its worker vanished" in Job.objects.get(pk=vanished.pk).error
     # If the broker had the message after all, it runs rather than vanishes.
     assert job_mark_started(job_id=str(vanished.id), worker="w2") is StartOutcome.RUN
+
+
+def test_a_published_jobs_own_copy_says_queued_as_its_row_does(broker):
+    job = enqueue("jobs.noop")
+    assert job_publish(job) is True
+    assert job.status == JobStatus.QUEUED and job.queued_at is not None
+    assert Job.objects.get(pk=job.pk).status == JobStatus.QUEUED
