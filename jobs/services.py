@@ -32,38 +32,16 @@ def _canonical_json(value: Any, what: str) -> Any:
         raise BadInput(f"{what} must be JSON (ids, strings, numbers): {exc}") from None
 
 
-def job_enqueue(
-    *,
-    task_name: str,
-    args: list | tuple = (),
-    kwargs: dict | None = None,
-    priority: Priority | str = Priority.MEDIUM,
-    countdown: float | None = None,
-    eta: datetime | None = None,
-    unique_key: str | None = None,
-    requested_by=None,
-    retry_of: Job | None = None,
-    queue: Queue | str | None = None,
-) -> Job:
+def job_enqueue(**options) -> Job:
     """Create a Job in the caller's transaction; publish it once that commits.
 
     If the broker is unreachable at commit the job stays PENDING and the
     outbox relay publishes it (invariant 1). With a `unique_key`, while a job
     with that key is active the existing job is returned instead. `queue`
-    overrides the task's own (Django's Tasks API chooses it per call).
+    overrides the task's own (Django's Tasks API chooses it per call). The
+    arguments are job_enqueue_or_find's.
     """
-    job, _deduplicated = job_enqueue_or_find(
-        task_name=task_name,
-        args=args,
-        kwargs=kwargs,
-        priority=priority,
-        countdown=countdown,
-        eta=eta,
-        unique_key=unique_key,
-        requested_by=requested_by,
-        retry_of=retry_of,
-        queue=queue,
-    )
+    job, _deduplicated = job_enqueue_or_find(**options)
     return job
 
 

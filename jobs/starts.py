@@ -112,12 +112,8 @@ class _Recorder:
         """The job's start, for its end statement to write; None if it has
         been written (or was never deferred). Waits while the watcher writes it."""
         with self._lock:
-            while self._start is not None and self._start.writing:
-                self._written.wait()
-            start = self._start
-            if start is None or start.job_id != job_id:
-                return None
-            self._start = None
+            if (start := self._unwritten(job_id)) is not None:
+                self._start = None
         return start
 
     def give_back(self, start: Start) -> None:
@@ -130,13 +126,17 @@ class _Recorder:
         """Write the job's deferred start now, from the calling thread;
         False if it could not be written."""
         with self._lock:
-            while self._start is not None and self._start.writing:
-                self._written.wait()
-            start = self._start
-            if start is None or start.job_id != job_id:
+            if (start := self._unwritten(job_id)) is None:
                 return True
             start.writing = True
         return self._write(start)
+
+    def _unwritten(self, job_id: str) -> Start | None:
+        """The job's deferred start, once no thread is writing it; None if
+        it has been written. Called with the lock held."""
+        while self._start is not None and self._start.writing:
+            self._written.wait()
+        return self._start if self._start is not None and self._start.job_id == job_id else None
 
     def _write(self, start: Start) -> bool:
         written = False
