@@ -62,11 +62,16 @@ class OutboundMessage(models.Model):
     """One email to one recipient, and everything known about sending it."""
 
     # What makes a second email_send (or a second CSV row) the same message.
-    idempotency_key = models.CharField(max_length=200, unique=True)
+    # Unique by a constraint (Meta), not unique=True, which on PostgreSQL
+    # adds a second, LIKE-only index that nothing here queries.
+    idempotency_key = models.CharField(max_length=200)
     # Generated at creation and sent with every attempt, so a duplicate that
     # slips through a crash carries the same Message-ID and clients fold it.
-    message_id = models.CharField(max_length=255, unique=True)
-    campaign = models.ForeignKey(Campaign, null=True, blank=True, on_delete=models.CASCADE, related_name="messages")
+    message_id = models.CharField(max_length=255)
+    # Indexed by mail_msg_campaign_batch, which starts with it.
+    campaign = models.ForeignKey(
+        Campaign, null=True, blank=True, on_delete=models.CASCADE, related_name="messages", db_index=False
+    )
     batch = models.PositiveIntegerField(null=True, blank=True)
     from_email = models.CharField(max_length=320)
     to = models.CharField(max_length=320)
@@ -84,21 +89,29 @@ class OutboundMessage(models.Model):
     smtp_response = models.TextField(blank=True, help_text="The server's last answer, e.g. 250 2.0.0 queued as ...")
     claimed_by = models.UUIDField(null=True, blank=True, help_text="The job sending it now.")
     claimed_until = models.DateTimeField(null=True, blank=True)
-    job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # Indexed only where set (Meta): campaign messages have no job of their own.
+    job = models.ForeignKey(
+        "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         # Newest first by id, the primary key's index: every status change
-        # rewrites each index of the row, so there is none on created_at.
+        # rewrites each index of the row (twice per message: claimed, then
+        # sent), so there is none on created_at, and none twice.
         ordering = ["-id"]
         indexes = [
+            # Deleting jobs sets their messages' job to NULL.
+            models.Index(fields=["job"], condition=Q(job__isnull=False), name="mail_msg_job"),
             # A batch job walks its batch in id order.
             models.Index(fields=["campaign", "batch", "id"], name="mail_msg_campaign_batch"),
             # Campaign progress: a count per status.
             models.Index(fields=["campaign", "status"], name="mail_msg_campaign_status"),
         ]
         constraints = [
+            models.UniqueConstraint(fields=["idempotency_key"], name="mail_msg_idempotency_key_unique"),
+            models.UniqueConstraint(fields=["message_id"], name="mail_msg_message_id_unique"),
             models.CheckConstraint(
                 condition=Q(status=MessageStatus.SENDING, claimed_by__isnull=False) | ~Q(status=MessageStatus.SENDING),
                 name="mail_msg_sending_is_claimed",
