@@ -34,10 +34,15 @@ def wait_for_exit(worker, timeout: float) -> int:
         raise AssertionError(f"worker still running {timeout}s after SIGTERM:\n{worker.read_log()[-3000:]}") from None
 
 
-def test_a_worker_killed_with_sigkill_mid_batch_and_restarted_completes_all_fifty_jobs(start_worker):
+def test_a_worker_killed_with_sigkill_mid_batch_and_restarted_completes_all_fifty_jobs(start_worker, worker_env):
+    # A job's start is written once it has run this long (jobs.starts): the
+    # kill below comes when one shows as STARTED, so it cuts off a job whose
+    # delivery was counted (a whole worker killed sooner leaves it uncounted).
+    worker_env["JOBS_START_RECORD_DELAY_MS"] = "100"
     first = start_worker(concurrency=2)
     jobs = [enqueue("testapp.block", 0.5) for _ in range(BATCH)]
     wait_for(lambda: statuses(jobs).get(JobStatus.SUCCESS, 0) >= 6, timeout=60, what="the batch to be under way")
+    wait_for(lambda: statuses(jobs).get(JobStatus.STARTED, 0) > 0, timeout=10, what="a job to show as STARTED")
 
     first.kill_main()  # main process and pool, SIGKILL: nothing gets to clean up
     left = BATCH - statuses(jobs).get(JobStatus.SUCCESS, 0)
