@@ -25,8 +25,11 @@ from django.db import DatabaseError, connections
 from jobs.models import JobStatus
 from jobs.starts import Start
 from jobs.tracking import is_job_id, job_mark_running
+from upstream.celery import check_request_stop_flags, stopped_by_the_worker
 
 logger = logging.getLogger(__name__)
+
+check_request_stop_flags()
 
 # The statuses of a job whose current start nobody wrote: a start written
 # by the child, its watcher or job_mark_started made it STARTED.
@@ -37,7 +40,7 @@ class JobRequest(Request):
     def on_failure(self, exc_info, send_failed_event=True, return_ok=False):
         exc = getattr(exc_info.exception, "exc", exc_info.exception)  # unwrap ExceptionWithTraceback
         child_died = isinstance(exc, WorkerLostError | SystemExit | KeyboardInterrupt)
-        if child_died and self.time_start and not (self._already_cancelled or self._already_revoked):
+        if child_died and self.time_start and not stopped_by_the_worker(self):
             self._write_start_of_lost_child()
         return super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
 

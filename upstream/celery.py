@@ -66,6 +66,27 @@ def revoked_elsewhere(task_ids) -> None:
     state.merge_revoked(task_ids)
 
 
+# The flags Celery's worker Request sets when the worker itself stopped the
+# task (a revoke, or a cancel on connection loss); it has no public form.
+_REQUEST_STOP_FLAGS = ("_already_revoked", "_already_cancelled")
+
+
+def stopped_by_the_worker(request) -> bool:
+    """Whether the worker revoked or cancelled this worker Request itself
+    (so its child's death is no crash of the task's own)."""
+    return any(getattr(request, flag) for flag in _REQUEST_STOP_FLAGS)
+
+
+def check_request_stop_flags() -> None:
+    """Raise UpstreamChanged if the worker Request lost the flags
+    stopped_by_the_worker reads."""
+    from celery.worker.request import Request
+
+    for flag in _REQUEST_STOP_FLAGS:
+        if not hasattr(Request, flag):
+            raise UpstreamChanged("celery", WRITTEN_AGAINST, f"the worker Request has no {flag}")
+
+
 def check_delayed_delivery_binds_queues() -> None:
     """Raise UpstreamChanged if DelayedDelivery lost the method the kit's
     subclass extends."""

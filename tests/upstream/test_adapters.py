@@ -18,6 +18,9 @@ from upstream.celery import (
     DELAYED_DELIVERY_STEP,
     check_db_reuse_is_honoured,
     check_delayed_delivery_binds_queues,
+    check_request_stop_flags,
+    revoked_elsewhere,
+    steps_before,
     steps_with,
 )
 from upstream.celery_results import EXTENDED_PROPERTIES, extended_properties, request_meta
@@ -99,3 +102,21 @@ def test_the_kits_worker_consumer_replaces_celerys_delayed_delivery_step():
     assert DELAYED_DELIVERY_STEP not in KitConsumer.Blueprint.default_steps
     with pytest.raises(UpstreamChanged, match="no step"):
         steps_with(["celery.worker.consumer.tasks:Tasks"], DELAYED_DELIVERY_STEP, "x:Y")
+
+
+def test_the_worker_request_still_has_the_flags_the_kit_reads():
+    check_request_stop_flags()
+
+
+def test_a_cancelled_job_read_from_the_database_is_in_the_workers_revoked_set():
+    from celery.worker import state
+
+    job_id = str(uuid.uuid4())
+    revoked_elsewhere([job_id])
+    assert job_id in state.revoked
+
+
+def test_a_step_is_placed_before_the_one_named_or_refused_if_there_is_none():
+    assert steps_before(["a:A", "b:B"], "b:B", "x:X") == ["a:A", "x:X", "b:B"]
+    with pytest.raises(UpstreamChanged, match="no step"):
+        steps_before(["a:A"], "b:B", "x:X")
