@@ -3,7 +3,8 @@ limit) and the common django-celery-results default; and the kit's delivery
 policy without tracking (kit-untracked), which splits the gap to bare Celery
 into what tracking costs and what the delivery guarantees cost; and the kit
 in quorum mode on a three-node RabbitMQ cluster of the run's own on loopback
-(kit-quorum), which is what replication costs; and the kit writing each
+(kit-quorum, in full mode or with --quorum), which is what replication
+costs; and the kit writing each
 start as the job begins (kit-start-at-once, JOBS_START_RECORD_DELAY_MS=0),
 which is what deferring the start to the end statement saves (jobs/starts.py).
 
@@ -245,13 +246,18 @@ QUICK = {"jobs": 1000, "rounds": 3}
 FULL = {"jobs": 5000, "rounds": 5}
 
 
-def run(*, quick: bool, jobs: int | None = None, rounds: int | None = None, concurrency: int = 2) -> dict:
+def run(
+    *, quick: bool, jobs: int | None = None, rounds: int | None = None, concurrency: int = 2, quorum: bool | None = None
+) -> dict:
     preset = QUICK if quick else FULL
     jobs = jobs or preset["jobs"]
     rounds = rounds or preset["rounds"]
+    # The three-node cluster takes half a minute to start and run its
+    # rounds: quick mode (make bench, kept under 6 minutes) leaves it out.
+    quorum = not quick if quorum is None else quorum
     started_at, scratch, machine = harness.prepare_run()
     stack = ExitStack()
-    cluster = stack.enter_context(running_cluster(prefix="kitbench"))
+    cluster = stack.enter_context(running_cluster(prefix="kitbench")) if quorum else None
     variants = {
         variant.name: variant
         for variant in (
@@ -260,7 +266,7 @@ def run(*, quick: bool, jobs: int | None = None, rounds: int | None = None, conc
             Bare(scratch),
             CommonDefault(),
             KitUntracked(scratch),
-            KitQuorum(cluster),
+            *([KitQuorum(cluster)] if quorum else []),
         )
     }
     counts = harness.variant_counts(list(variants), jobs, slow=(CommonDefault.name,), quick=quick)
@@ -291,7 +297,8 @@ def run(*, quick: bool, jobs: int | None = None, rounds: int | None = None, conc
     summary = {name: harness.spread(values) for name, values in rates.items()}
     ratios = harness.kit_ratios(rates, summary, others=("bare", "common-default", "kit-untracked", "kit-start-at-once"))
     ratios.update(harness.kit_ratios(rates, summary, others=("bare",), kit="kit-untracked"))
-    ratios.update(harness.kit_ratios(rates, summary, others=("kit",), kit="kit-quorum"))
+    if quorum:
+        ratios.update(harness.kit_ratios(rates, summary, others=("kit",), kit="kit-quorum"))
 
     print()
     harness.print_table([(name, summary[name]) for name in rates], unit="jobs/s")
@@ -318,8 +325,13 @@ def main() -> None:
         prog="python -m bench.throughput", description="What tracking costs (not a test).", quick=QUICK, full=FULL
     )
     parser.add_argument("--concurrency", type=int, default=2, help="prefork children per worker (default 2)")
+    parser.add_argument(
+        "--quorum", action="store_true", default=None, help="also kit-quorum in quick mode (full mode always has it)"
+    )
     args = parser.parse_args()
-    harness.report(run(quick=args.quick, jobs=args.jobs, rounds=args.rounds, concurrency=args.concurrency))
+    harness.report(
+        run(quick=args.quick, jobs=args.jobs, rounds=args.rounds, concurrency=args.concurrency, quorum=args.quorum)
+    )
 
 
 if __name__ == "__main__":

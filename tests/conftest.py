@@ -64,11 +64,17 @@ def broker(rabbitmq_vhost):
 
 @pytest.fixture(autouse=True)
 def environment_restored():
-    """What a test's code puts in os.environ ends with the test: a command
-    run in-process (manage.py flower sets FLOWER_BROKER_API for its Flower)
-    would otherwise reach every later test's child processes."""
+    """What a test's code puts in os.environ, and the umask it sets, end
+    with the test: a command run in-process (manage.py flower sets
+    FLOWER_BROKER_API for its Flower; manage.py up sets umask 077) would
+    otherwise reach every later test's child processes (a rabbitmq-plugins
+    run under umask 077 writes an enabled_plugins file the RabbitMQ node
+    cannot read)."""
     saved = dict(os.environ)
+    umask = os.umask(0o022)
+    os.umask(umask)
     yield
+    os.umask(umask)
     if os.environ != saved:
         os.environ.clear()
         os.environ.update(saved)
