@@ -124,10 +124,10 @@ def cached_statement(connection, key: tuple, write) -> str:
 _STATEMENTS: dict[tuple, str] = {}
 
 
-def start_assignments(connection, *, counted: bool) -> str:
+def start_assignments(*, counted: bool) -> str:
     """The SET items that record a job's start, `counted` as one delivery
-    and one attempt: for the statement that writes a start the worker had
-    deferred (jobs.starts). Parameters: start_params'."""
+    (always as one attempt): for the statement that writes a start the
+    worker had deferred (jobs.starts). Their parameters: start_params."""
     counts = "deliveries = deliveries + 1, " if counted else ""
     return (
         f"{counts}attempts = attempts + 1, started_at = %s, "
@@ -138,6 +138,7 @@ def start_assignments(connection, *, counted: bool) -> str:
 
 
 def start_params(connection, start) -> list:
+    """start_assignments' parameters for `start` (a jobs.starts.Start)."""
     at = Job._meta.get_field("started_at").get_db_prep_save(start.started_at, connection)
     return [at, at, at, start.worker[:200]]
 
@@ -154,7 +155,7 @@ def job_update_sql(connection, *, job_id: str, values: dict, start=None) -> tupl
         table = connection.ops.quote_name(Job._meta.db_table)
         assignments = ", ".join(f"{connection.ops.quote_name(field.column)} = %s" for field in fields)
         if start is not None:
-            assignments += ", " + start_assignments(connection, counted=counted)
+            assignments += ", " + start_assignments(counted=counted)
         return f"UPDATE {table} SET {assignments} {relaxed_durability(connection)} WHERE {table}.id = %s"
 
     sql = cached_statement(connection, ("job_update", start is not None, *values), write)
@@ -252,7 +253,7 @@ def job_mark_running(start, *, statuses=_RUNNABLE) -> None:
             table = connection.ops.quote_name(Job._meta.db_table)
             allowed = ", ".join(f"'{status}'" for status in statuses)
             return (
-                f"UPDATE {table} SET status = '{JobStatus.STARTED}', {start_assignments(connection, counted=True)} "
+                f"UPDATE {table} SET status = '{JobStatus.STARTED}', {start_assignments(counted=True)} "
                 f"{relaxed_durability(connection)} WHERE {table}.id = %s AND status IN ({allowed})"
             )
 
