@@ -223,28 +223,22 @@ def task_queues(queue_type: QueueType) -> list[KombuQueue]:
     return quorum_queues() if queue_type is QueueType.QUORUM else classic_queues()
 
 
-def dead_letter_queue(queue_type: QueueType) -> KombuQueue:
-    """The queue that keeps what RabbitMQ dead-letters; replicated in quorum
-    mode like the rest. Not a task queue: no worker consumes it (a person
-    looks at it, and its depth is in /metrics as kit_queue_messages)."""
+def _bound_to_dead_letter_exchange(name: str, queue_type: QueueType) -> KombuQueue:
+    """A durable queue that receives every message the kit's queues
+    dead-letter (the exchange fans out); replicated in quorum mode like the
+    rest."""
     arguments = {"x-queue-type": "quorum"} if queue_type is QueueType.QUORUM else {}
-    return KombuQueue(
-        DEAD_LETTER_QUEUE_NAME[queue_type],
-        DEAD_LETTER_EXCHANGE,
-        routing_key="",
-        durable=True,
-        queue_arguments=arguments,
-    )
+    return KombuQueue(name, DEAD_LETTER_EXCHANGE, routing_key="", durable=True, queue_arguments=arguments)
+
+
+def dead_letter_queue(queue_type: QueueType) -> KombuQueue:
+    """The queue that keeps what RabbitMQ dead-letters. Not a task queue: no
+    worker consumes it (a person looks at it, and its depth is in /metrics
+    as kit_queue_messages)."""
+    return _bound_to_dead_letter_exchange(DEAD_LETTER_QUEUE_NAME[queue_type], queue_type)
 
 
 def dead_letter_notice_queue(queue_type: QueueType) -> KombuQueue:
     """The kit's copy of every dead-lettered message (see
     DEAD_LETTER_NOTICE_QUEUE_NAME), declared like the dead-letter queue."""
-    arguments = {"x-queue-type": "quorum"} if queue_type is QueueType.QUORUM else {}
-    return KombuQueue(
-        DEAD_LETTER_NOTICE_QUEUE_NAME[queue_type],
-        DEAD_LETTER_EXCHANGE,
-        routing_key="",
-        durable=True,
-        queue_arguments=arguments,
-    )
+    return _bound_to_dead_letter_exchange(DEAD_LETTER_NOTICE_QUEUE_NAME[queue_type], queue_type)

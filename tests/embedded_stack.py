@@ -132,14 +132,14 @@ def sqlite_id(job_id: str) -> str:
     return job_id.replace("-", "")
 
 
-def manage_shell(env: dict, code: str) -> str:
+def manage_shell(env: dict, code: str, *, timeout: float = 60) -> str:
     done = subprocess.run(
         [sys.executable, "manage.py", "shell", "-c", code],
         cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
     )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip().splitlines()[-1]

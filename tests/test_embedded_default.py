@@ -8,7 +8,6 @@ import re
 import signal
 import smtplib
 import subprocess
-import sys
 import time
 
 import pytest
@@ -24,7 +23,7 @@ from tests.embedded_stack import (
     manage_shell,
     processes_with,
 )
-from tests.helpers import REPO, free_port, wait_for
+from tests.helpers import free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -119,16 +118,7 @@ def test_up_says_one_line_per_program_then_nothing_while_idle_and_bad_input_in_o
         token = admin_token(env)
         # The API refuses this with a 400; from code it reaches the worker,
         # which fails it before running (the task's argument_check).
-        enqueued = subprocess.run(
-            [sys.executable, "manage.py", "shell", "-c", "from jobs.tasks import sleep; print(sleep.delay(-1).id)"],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert enqueued.returncode == 0, enqueued.stderr
-        job_id = enqueued.stdout.split()[-1]
+        job_id = manage_shell(env, "from jobs.tasks import sleep; print(sleep.delay(-1).id)", timeout=120)
         failed = wait_for(
             lambda: (body := http(f"{up.web}/api/jobs/{job_id}/", token=token)[1])["status"] == "FAILURE" and body,
             timeout=30,
