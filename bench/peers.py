@@ -150,6 +150,7 @@ def kit_settings(variant) -> dict:
             name: getattr(settings, name, None)
             for name in ("CELERY_TASK_ACKS_LATE", "CELERY_WORKER_PREFETCH_MULTIPLIER", "CELERY_DB_REUSE_MAX")
         },
+        "prefetch": "1 per child, 4 while the jobs are short (jobs.worker_prefetch)",
     }
 
 

@@ -11,8 +11,9 @@ starting it, both the machine's wall clock.
 
 - priorities: the kit as configured. Queues are RabbitMQ priority queues
               (x-max-priority 9, jobs/queues.py), high is 9 and low 0, the
-              worker prefetches one message per child and acknowledges late,
-              so a high job waits at most for the jobs already running.
+              worker holds one message per child, or 4 while its jobs are
+              short (jobs.worker_prefetch), and acknowledges late, so a high
+              job waits at most for the jobs it already holds.
 - all-medium: the same jobs, every one enqueued medium: what the same
               backlog does to them without priorities (the baseline).
 

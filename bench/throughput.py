@@ -50,7 +50,10 @@ def _seconds(start: datetime | None, end: datetime | None) -> float:
 
 class Kit:
     name = "kit"
-    meaning = "jobs.noop via job_enqueue_many: Job row + TaskResult upsert, late acks, prefetch 1, priority queue"
+    meaning = (
+        "jobs.noop via job_enqueue_many: Job row + TaskResult upsert, late acks, "
+        "prefetch 1 per child (4 while jobs are short), priority queue"
+    )
     settings_module = "bench.settings_kit"
     queue = Queue.DEFAULT.value
     worker_env: dict = {}
@@ -162,8 +165,8 @@ class KitUntracked(_Stamped):
 
     name = "kit-untracked"
     meaning = (
-        "bench.noop with the kit's delivery policy (late acks, prefetch 1, priority queue, time limits), "
-        "no Job row, no result"
+        "bench.noop with the kit's delivery policy (late acks, prefetch 1 per child or 4 while jobs are short, "
+        "priority queue, time limits), no Job row, no result"
     )
     settings_module = "bench.settings_kit_untracked"
     # What jobs.publishing._send gives a medium job on the default queue.

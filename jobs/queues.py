@@ -73,6 +73,19 @@ QUEUE_TIME_LIMITS: dict[Queue, TimeLimits] = {
     Queue.REPORTS: TimeLimits(soft=1500, hard=1700),
 }
 
+# While a worker's jobs are short, it holds SHORT_JOB_PREFETCH_MULTIPLIER
+# messages per child instead of one (jobs.worker_prefetch): a child then
+# takes its next job the moment it finishes one, instead of after its
+# acknowledgement has reached RabbitMQ and the next delivery come back. What
+# it costs is priority: a high job that arrives waits for the held ones to
+# start, as RabbitMQ orders only what it still has. Short means each of the
+# last SHORT_JOBS_BEFORE_HOLDING jobs ran within SHORT_JOB_SECONDS, so that
+# wait stays a fraction of a second; the first longer job puts the worker
+# back to one message per child.
+SHORT_JOB_SECONDS = 0.1
+SHORT_JOBS_BEFORE_HOLDING = 20
+SHORT_JOB_PREFETCH_MULTIPLIER = 4
+
 # Workers are started per group, so slow report and image work cannot starve
 # email and small jobs of worker slots.
 WORKER_GROUPS: dict[str, tuple[Queue, ...]] = {

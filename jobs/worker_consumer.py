@@ -16,6 +16,9 @@ lanes would have nowhere to go. Here every kit queue, and the dead-letter
 queue the lanes dead-letter to (with the kit's own copy of it), is declared
 first (declares are idempotent, so each worker start and each reconnect to another node repeats them safely).
 
+Prefetch: the worker holds more messages per child while its jobs are
+short (jobs.worker_prefetch), unless a fixed prefetch multiplier was chosen.
+
 Selected by CELERY_WORKER_CONSUMER (config/settings/base.py).
 """
 
@@ -27,6 +30,7 @@ from celery.worker.consumer.delayed_delivery import DelayedDelivery
 from django.conf import settings
 from django.db import DatabaseError, connections
 
+from jobs import worker_prefetch
 from jobs.queues import dead_letter_notice_queue, dead_letter_queue
 from jobs.starts import cancelled_before_start
 from upstream.celery import (
@@ -75,6 +79,14 @@ class CancelledJobs(bootsteps.StartStopStep):
 
 
 class KitConsumer(Consumer):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # A multiplier set in the environment or on the command line (not
+        # the settings' default) is the deployment's choice: kept as is.
+        given = self.prefetch_multiplier != self.app.conf.worker_prefetch_multiplier
+        if not (settings.JOBS_PREFETCH_MULTIPLIER_SET or given):
+            worker_prefetch.follow(self)
+
     class Blueprint(Consumer.Blueprint):
         default_steps = steps_before(
             steps_with(

@@ -16,12 +16,14 @@ poison bound then allows one delivery more.
 """
 
 import logging
+import time
 from datetime import UTC, datetime
 
 from celery.exceptions import WorkerLostError
 from celery.worker.request import Request
 from django.db import DatabaseError, connections
 
+from jobs import worker_prefetch
 from jobs.models import JobStatus
 from jobs.starts import Start
 from jobs.tracking import is_job_id, job_mark_running
@@ -37,6 +39,14 @@ _NOT_SHOWN_RUNNING = (JobStatus.PENDING, JobStatus.QUEUED, JobStatus.RETRYING)
 
 
 class JobRequest(Request):
+    def acknowledge(self):
+        # Every message of a job that ran is acknowledged here (success,
+        # failure, retry): its run time decides how many messages the worker
+        # holds (jobs.worker_prefetch).
+        if self.time_start:
+            worker_prefetch.job_ended(time.time() - self.time_start)
+        super().acknowledge()
+
     def on_failure(self, exc_info, send_failed_event=True, return_ok=False):
         exc = getattr(exc_info.exception, "exc", exc_info.exception)  # unwrap ExceptionWithTraceback
         child_died = isinstance(exc, WorkerLostError | SystemExit | KeyboardInterrupt)

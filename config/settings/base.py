@@ -285,9 +285,12 @@ CELERY_ACCEPT_CONTENT = ["json"]
 # idempotent and jobs.base_task bounds redeliveries (DEAD).
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
-# With late acks a worker holds one unstarted message per child at most, so a
-# high-priority job is not stuck behind a prefetched backlog.
-CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# With late acks a worker holds one unstarted message per child, so a
+# high-priority job is not stuck behind a held backlog; while its jobs are
+# short it holds a few more (jobs.worker_prefetch). Set in the environment
+# (or --prefetch-multiplier), the multiplier is fixed instead.
+JOBS_PREFETCH_MULTIPLIER_SET = "CELERY_WORKER_PREFETCH_MULTIPLIER" in os.environ
+CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_WORKER_PREFETCH_MULTIPLIER", 1)
 # Celery closes the worker's database connections around every task unless
 # this is set (undocumented: upstream/celery.py checks it is still read);
 # jobs/signals.py applies CONN_MAX_AGE and health checks instead.

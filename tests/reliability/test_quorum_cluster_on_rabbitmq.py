@@ -19,7 +19,15 @@ from django_celery_results.models import TaskResult
 
 from jobs.models import Job, JobStatus
 from jobs.publishing import outbox_relay
-from jobs.queues import Priority, Queue, QueueType, broker_queue_names, dead_letter_queue, lane_name
+from jobs.queues import (
+    SHORT_JOB_PREFETCH_MULTIPLIER,
+    Priority,
+    Queue,
+    QueueType,
+    broker_queue_names,
+    dead_letter_queue,
+    lane_name,
+)
 from jobs.services import enqueue, job_enqueue_many
 from tests.helpers import REPO, WorkerProcess, wait_for
 
@@ -109,8 +117,11 @@ def test_three_thousand_jobs_all_succeed_when_the_node_leading_the_busiest_queue
     )
     queue, leader = busiest_queue_and_leader(cluster)
     # What the workers hold unacknowledged at most: a consumer per lane,
-    # each with a prefetch of its concurrency.
-    in_flight_bound = len(workers) * len(broker_queue_names(list(Queue), QueueType.QUORUM)) * 2
+    # each with a prefetch of its concurrency, times what a worker holds
+    # while its jobs are short (jobs.worker_prefetch).
+    in_flight_bound = (
+        len(workers) * len(broker_queue_names(list(Queue), QueueType.QUORUM)) * 2 * SHORT_JOB_PREFETCH_MULTIPLIER
+    )
     victim = cluster.node(leader)
     victim.kill()
     done_at_kill = by_status().get(JobStatus.SUCCESS, 0)
