@@ -237,7 +237,7 @@ def _deliver_one(message, session, renderer, outcome: Outcome, *, final_attempt:
         outcome.last_error = str(exc)
         _record(message, status=MessageStatus.FAILED, attempted=False, last_error=str(exc))
         return
-    if not ratelimit.wait_for_slot(address_domain(message.to), deadline=deadline):
+    if ratelimit.limited() and not ratelimit.wait_for_slot(address_domain(message.to), deadline=deadline):
         raise _OutOfTime
     try:
         response = session.deliver(sender=sender, recipient=recipient, data=data)

@@ -37,6 +37,12 @@ MAX_SLEEP_SECONDS = 1.0
 _known_keys: set[str] = set()
 
 
+def limited() -> bool:
+    """Whether any limit is set; with none, a message needs no slot (nor its
+    recipient's domain, which costs an address parse per message)."""
+    return settings.MAIL_RATE_PER_SECOND > 0 or settings.MAIL_RATE_PER_DOMAIN_PER_SECOND > 0
+
+
 def limits_for(domain: str) -> dict[str, float]:
     """Seconds between two messages, per bucket key this recipient needs."""
     limits = {}
