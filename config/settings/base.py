@@ -104,16 +104,20 @@ def _database(url: str) -> dict:
         conn_health_checks=True,
     )
     if config["ENGINE"] == "django.db.backends.postgresql":
-        # Django turns prepared statements off (for connection poolers). Its
-        # ORM binds parameters on the client, which prepares nothing either
-        # way; this reaches the workers' tracking statements (jobs.tracking),
-        # which bind on the server and run thousands of times a second:
-        # prepared, each costs PostgreSQL about half the CPU (no parse and
-        # plan per job). psycopg prepares a statement on its 5th run (its
-        # own default). Behind PgBouncer in transaction mode, either give
-        # PgBouncer (1.21 or later) max_prepared_statements or set
-        # DB_PREPARED_STATEMENTS=false.
-        config.setdefault("OPTIONS", {})["prepare_threshold"] = 5 if env_bool("DB_PREPARED_STATEMENTS", True) else None
+        # Django turns prepared statements off (for connection poolers), and
+        # its ORM binds parameters on the client, so every query is parsed
+        # and planned anew. Here queries bind on the server (Django's own
+        # server_side_binding) and psycopg prepares a statement on its 5th
+        # run on a connection (its own default): the workers' tracking
+        # statements (jobs.tracking), run thousands of times a second, cost
+        # PostgreSQL about half the CPU prepared, and the API's per-request
+        # queries (the token, the permission check) skip their planning,
+        # which was about a third of their time (BENCHMARKS.md, latency).
+        # Behind PgBouncer in transaction mode, either give PgBouncer (1.21
+        # or later) max_prepared_statements or set DB_PREPARED_STATEMENTS=false
+        # (client-side binding, nothing prepared, as Django's default).
+        prepared = env_bool("DB_PREPARED_STATEMENTS", True)
+        config.setdefault("OPTIONS", {}).update(prepare_threshold=5 if prepared else None, server_side_binding=prepared)
     if config["ENGINE"] == "django.db.backends.sqlite3":
         Path(config["NAME"]).parent.mkdir(parents=True, exist_ok=True)
         # Several processes (web, workers, beat) write to one file: WAL lets

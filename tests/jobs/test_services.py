@@ -295,9 +295,9 @@ def test_prepared_statements_can_be_turned_off_for_a_pooler(monkeypatch):
 
     url = "postgres://kit@db.example:5432/kit?sslmode=require"
     monkeypatch.delenv("DB_PREPARED_STATEMENTS", raising=False)
-    assert _database(url)["OPTIONS"] == {"sslmode": "require", "prepare_threshold": 5}
+    assert _database(url)["OPTIONS"] == {"sslmode": "require", "prepare_threshold": 5, "server_side_binding": True}
     monkeypatch.setenv("DB_PREPARED_STATEMENTS", "false")
-    assert _database(url)["OPTIONS"] == {"sslmode": "require", "prepare_threshold": None}
+    assert _database(url)["OPTIONS"] == {"sslmode": "require", "prepare_threshold": None, "server_side_binding": False}
     assert "prepare_threshold" not in _database("sqlite:////tmp/kit.sqlite3")["OPTIONS"]
 
 
