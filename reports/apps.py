@@ -13,3 +13,5 @@ class ReportsConfig(AppConfig):
         # kit's own are in reports/report_types/); importing registers them
         # in every process: web, workers, beat.
         autodiscover_modules("report_types")
+
+        from reports import signals  # noqa: F401  (connects the handlers)
