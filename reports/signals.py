@@ -2,8 +2,9 @@
 queue loads the format writers' libraries before it forks its pool."""
 
 from celery.signals import worker_init
+from django.conf import settings
 
-from jobs.queues import Queue
+from jobs.queues import Queue, broker_queue_names
 from reports.registry import FORMATS
 from reports.writers import writer_for
 
@@ -20,7 +21,11 @@ def preload_writers(sender=None, **kwargs) -> None:
     copy of its own; imported here, before the fork, the children share the
     parent's. A worker that does not consume the reports queue (`-Q` without
     it) is left as light as it was."""
-    if sender is None or Queue.REPORTS.value not in sender.app.amqp.queues.consume_from:
+    if sender is None:
+        return
+    consumed = sender.app.amqp.queues.consume_from
+    # Its classic queue, or its priority lanes in quorum mode.
+    if not any(name in consumed for name in broker_queue_names([Queue.REPORTS], settings.KIT_QUEUE_TYPE)):
         return
     for format in FORMATS:
         writer_for(format)
