@@ -138,9 +138,12 @@ class Worker:
 
         def answers() -> bool:
             self.check_alive()
-            return bool(app.control.ping(destination=[self.nodename], timeout=0.5))
+            return bool(app.control.ping(destination=[self.nodename], timeout=0.25))
 
-        wait_until(answers, timeout=timeout, what=f"{self.nodename} to answer a ping ({self.log_path})")
+        # A ping before the worker listens waits its whole timeout: short
+        # ones, often, find it up sooner (there are dozens of workers to
+        # start in a `make bench`).
+        wait_until(answers, timeout=timeout, what=f"{self.nodename} to answer a ping ({self.log_path})", interval=0.05)
 
     def consume(self, app) -> None:
         """Start a parked worker on its real queue."""
