@@ -47,7 +47,7 @@ FULL = {"jobs": 2000, "rounds": 3, "latency_jobs": 100}
 BROKER_URL = os.environ.get("BENCH_EMBEDDED_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/kit-bench-embedded")
 # The old transport takes a second per couple of jobs: this share of them
 # (its rate is steady from the first job, and a second a job is far from
-# the others either way; it was most of this benchmark's time).
+# the others either way).
 SLOW_SHARE = 0.02
 SLOW = ("kombu-filesystem",)
 IDLE_SECONDS = 0.2

@@ -10,9 +10,9 @@ permission directly (an API client's account, as the API's tests and
 benchmark set up). A permission held through a group, or not at all, still
 costs both queries. Nothing is kept beyond the user object of one request,
 so a revoked permission shows on the next one. The group query is the
-dearer of the two (a join through the groups, planned on every request):
-it was 1.7 of the 2.5 ms the check added to an API enqueue
-(BENCHMARKS.md, "Latency: one job on an idle worker").
+dearer of the two (a join through the groups): it was 1.7 of the 2.5 ms
+the check added to an API enqueue while Django's queries were still planned
+on every request (BENCHMARKS.md, "Latency: one job on an idle worker").
 """
 
 from django.contrib.auth import backends
