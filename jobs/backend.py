@@ -18,12 +18,15 @@ from django.db import InterfaceError, OperationalError, connections, router, tra
 from django.utils import timezone
 from django_celery_results.backends.database import DatabaseBackend
 
+from jobs import end_batches
+from jobs.end_batches import End
 from jobs.models import Job
 from jobs.starts import give_back_deferred_start, take_deferred_start
 from jobs.tracking import (
     cached_statement,
     is_job_id,
     job_outcome_values,
+    job_successes_sql,
     job_update_sql,
     run_tracking_statement,
     task_result_upsert_sql,
@@ -84,6 +87,18 @@ class TrackedDatabaseBackend(DatabaseBackend):
         job_values = job_outcome_values(celery_state=status, result=result) if is_job_id(task_id) else None
         # The job's start, if its worker child deferred it to this statement.
         start = take_deferred_start(task_id) if job_values is not None else None
+        if start is not None and status == states.SUCCESS:
+            end = End(
+                job_id=task_id,
+                started_at=start.started_at,
+                finished_at=job_values["finished_at"],
+                worker=start.worker,
+                task_result=[values[name] for name in self._column_names()],
+            )
+            if end_batches.offer(end):
+                # The worker's main process writes it with others, then
+                # acknowledges the message.
+                return result
         using = using or router.db_for_write(self.TaskModel)
         if connections[using].vendor != "postgresql":
             # No data-modifying WITH (SQLite): two statements, one transaction.
@@ -121,6 +136,27 @@ class TrackedDatabaseBackend(DatabaseBackend):
                 give_back_deferred_start(start)
             raise
         return result
+
+    @classmethod
+    def write_successes(cls, ends: list[End]) -> None:
+        """The ends of jobs that succeeded, their Job rows and TaskResults in
+        one statement (PostgreSQL): the worker's main process writes them
+        (jobs.end_batches)."""
+        using = router.db_for_write(cls.TaskModel)
+
+        def build(connection):
+            update_sql, update_params = job_successes_sql(connection, ends)
+            upsert_sql = cached_statement(
+                connection,
+                ("task_result_upsert", len(ends), *_UPDATED_ON_CONFLICT),
+                lambda c: task_result_upsert_sql(
+                    c, cls.TaskModel, cls._column_names(), _UPDATED_ON_CONFLICT, rows=len(ends)
+                ),
+            )
+            upsert_params = [value for end in ends for value in end.task_result]
+            return f"WITH job AS ({update_sql}) {upsert_sql}", [*update_params, *upsert_params]
+
+        run_tracking_statement(build, using=using)
 
     @classmethod
     @functools.cache

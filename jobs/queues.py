@@ -86,6 +86,12 @@ SHORT_JOB_SECONDS = 0.1
 SHORT_JOBS_BEFORE_HOLDING = 20
 SHORT_JOB_PREFETCH_MULTIPLIER = 4
 
+# A worker's main process writes the ends of successful jobs several at a
+# time (jobs.end_batches): at most this many in one statement, and a held
+# acknowledgement waits at most this long while other jobs are running.
+END_BATCH_MAX_JOBS = 16
+END_BATCH_WAIT_SECONDS = 0.002
+
 # Workers are started per group, so slow report and image work cannot starve
 # email and small jobs of worker slots.
 WORKER_GROUPS: dict[str, tuple[Queue, ...]] = {

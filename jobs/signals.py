@@ -9,10 +9,10 @@ connections), minus the health check's probe before every task.
 """
 
 from celery import states
-from celery.signals import task_internal_error, task_postrun
+from celery.signals import task_internal_error, task_postrun, worker_init
 from django.db import connections
 
-from jobs import starts
+from jobs import end_batches, starts
 from upstream.django_db import skip_next_health_check
 
 
@@ -44,3 +44,10 @@ def end_deferred_start_after_internal_error(task_id=None, **kwargs) -> None:
     # "outside the body"): the deferred start is settled here instead.
     if task_id:
         starts.task_ended(task_id)
+
+
+@worker_init.connect(dispatch_uid="jobs.open_end_batches")
+def open_end_batches(sender=None, **kwargs) -> None:
+    # Before the pool forks its children, which inherit the pipe.
+    if sender is not None:
+        end_batches.open_for(sender)

@@ -124,16 +124,20 @@ def cached_statement(connection, key: tuple, write) -> str:
 _STATEMENTS: dict[tuple, str] = {}
 
 
-def start_assignments(*, counted: bool) -> str:
+def start_assignments(*, counted: bool, source: str | None = None) -> str:
     """The SET items that record a job's start, `counted` as one delivery
     (always as one attempt): for the statement that writes a start the
-    worker had deferred (jobs.starts). Their parameters: start_params."""
+    worker had deferred (jobs.starts). Their parameters: start_params; or,
+    with `source`, the started_at and worker columns of that FROM item (the
+    rows of a batch)."""
     counts = "deliveries = deliveries + 1, " if counted else ""
+    started, worker = (f"{source}.started_at", f"{source}.worker") if source else ("%s", "%s")
     return (
-        f"{counts}attempts = attempts + 1, started_at = %s, "
+        f"{counts}attempts = attempts + 1, started_at = {started}, "
         # Its publisher may mark it QUEUED after this (a race it loses
         # gracefully): a job is never queued after it started.
-        "queued_at = CASE WHEN queued_at IS NULL OR queued_at > %s THEN %s ELSE queued_at END, worker = %s"
+        f"queued_at = CASE WHEN queued_at IS NULL OR queued_at > {started} THEN {started} ELSE queued_at END, "
+        f"worker = {worker}"
     )
 
 
@@ -165,20 +169,52 @@ def job_update_sql(connection, *, job_id: str, values: dict, start=None) -> tupl
     return sql, [*params, Job._meta.pk.get_db_prep_value(job_id, connection)]
 
 
-def task_result_upsert_sql(connection, model, columns: list[str], update_fields: list[str]) -> str:
-    """INSERT ... ON CONFLICT (task_id) DO UPDATE of one TaskResult (`model`),
-    a placeholder per field of `columns` (PostgreSQL only). Not the ORM's
-    update_or_create: that is a locking SELECT and then a write, two round
-    trips for every task that ends (jobs/backend.py)."""
+def task_result_upsert_sql(connection, model, columns: list[str], update_fields: list[str], *, rows: int = 1) -> str:
+    """INSERT ... ON CONFLICT (task_id) DO UPDATE of `rows` TaskResults
+    (`model`), a placeholder per field of `columns` and row (PostgreSQL
+    only). Not the ORM's update_or_create: that is a locking SELECT and then
+    a write, two round trips for every task that ends (jobs/backend.py)."""
     opts = model._meta
     quote = connection.ops.quote_name
     inserted = [quote(opts.get_field(name).column) for name in columns]
     updates = [quote(opts.get_field(name).column) for name in update_fields]
+    row = f"({', '.join(['%s'] * len(inserted))})"
     return (
-        f"INSERT INTO {quote(opts.db_table)} ({', '.join(inserted)}) VALUES ({', '.join(['%s'] * len(inserted))}) "
+        f"INSERT INTO {quote(opts.db_table)} ({', '.join(inserted)}) VALUES {', '.join([row] * rows)} "
         f"ON CONFLICT ({quote(opts.get_field('task_id').column)}) DO UPDATE SET "
         + ", ".join(f"{column} = EXCLUDED.{column}" for column in updates)
     )
+
+
+def job_successes_sql(connection, ends: list) -> tuple[str, list]:
+    """UPDATE of the Job rows of `ends` (jobs.end_batches.End: jobs that
+    succeeded, each with the start its worker deferred to this statement) to
+    SUCCESS, with their starts, in one statement, relaxed where allowed: the
+    worker's main process writes a batch of them (PostgreSQL only)."""
+    count = len(ends)
+
+    def write(connection):
+        table = connection.ops.quote_name(Job._meta.db_table)
+        rows = ", ".join(["(%s::uuid, %s::timestamptz, %s::timestamptz, %s)"] * count)
+        relaxed = relaxed_durability(connection).replace("FROM ", ", ", 1)
+        return (
+            f"UPDATE {table} SET status = '{JobStatus.SUCCESS}', finished_at = ended.finished_at, progress = 100, "
+            f"error = '', {start_assignments(counted=True, source='ended')} "
+            f"FROM (VALUES {rows}) AS ended (id, started_at, finished_at, worker){relaxed} "
+            f"WHERE {table}.id = ended.id"
+        )
+
+    sql = cached_statement(connection, ("job_successes", count), write)
+    timestamp = Job._meta.get_field("started_at")
+    params = []
+    for end in ends:
+        params += [
+            Job._meta.pk.get_db_prep_value(end.job_id, connection),
+            timestamp.get_db_prep_save(end.started_at, connection),
+            timestamp.get_db_prep_save(end.finished_at, connection),
+            end.worker[:200],
+        ]
+    return sql, params
 
 
 def is_job_id(task_id: str) -> bool:

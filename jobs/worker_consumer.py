@@ -19,6 +19,9 @@ first (declares are idempotent, so each worker start and each reconnect to anoth
 Prefetch: the worker holds more messages per child while its jobs are
 short (jobs.worker_prefetch), unless a fixed prefetch multiplier was chosen.
 
+Ends held for a batch (jobs.end_batches) are written before the connection
+closes or after it broke.
+
 Selected by CELERY_WORKER_CONSUMER (config/settings/base.py).
 """
 
@@ -30,7 +33,7 @@ from celery.worker.consumer.delayed_delivery import DelayedDelivery
 from django.conf import settings
 from django.db import DatabaseError, connections
 
-from jobs import worker_prefetch
+from jobs import end_batches, worker_prefetch
 from jobs.queues import dead_letter_notice_queue, dead_letter_queue
 from jobs.starts import cancelled_before_start
 from upstream.celery import (
@@ -86,6 +89,19 @@ class KitConsumer(Consumer):
         given = self.prefetch_multiplier != self.app.conf.worker_prefetch_multiplier
         if not (settings.JOBS_PREFETCH_MULTIPLIER_SET or given):
             worker_prefetch.follow(self)
+        end_batches.follow(self)
+
+    def shutdown(self):
+        # Ends held for a batch are written, and their messages
+        # acknowledged, while the connection is still open.
+        end_batches.write_held()
+        super().shutdown()
+
+    def on_close(self):
+        # The connection broke: the held acknowledgements cannot reach the
+        # broker, but the jobs succeeded; a redelivered copy finds them so.
+        end_batches.write_held()
+        super().on_close()
 
     class Blueprint(Consumer.Blueprint):
         default_steps = steps_before(

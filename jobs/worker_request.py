@@ -23,7 +23,7 @@ from celery.exceptions import WorkerLostError
 from celery.worker.request import Request
 from django.db import DatabaseError, connections
 
-from jobs import worker_prefetch
+from jobs import end_batches, worker_prefetch
 from jobs.models import JobStatus
 from jobs.starts import Start
 from jobs.tracking import is_job_id, job_mark_running
@@ -45,11 +45,19 @@ class JobRequest(Request):
         # holds (jobs.worker_prefetch).
         if self.time_start:
             worker_prefetch.job_ended(time.time() - self.time_start)
+        # A job whose end its child handed to this process: acknowledged
+        # once that end is written (jobs.end_batches).
+        if not end_batches.hold(self):
+            super().acknowledge()
+
+    def acknowledge_now(self):
         super().acknowledge()
 
     def on_failure(self, exc_info, send_failed_event=True, return_ok=False):
         exc = getattr(exc_info.exception, "exc", exc_info.exception)  # unwrap ExceptionWithTraceback
         child_died = isinstance(exc, WorkerLostError | SystemExit | KeyboardInterrupt)
+        if child_died:
+            end_batches.forget(self.id)
         if child_died and self.time_start and not stopped_by_the_worker(self):
             self._write_start_of_lost_child()
         return super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)

@@ -426,6 +426,10 @@ JOBS_DURABLE_TRACKING = env_bool("JOBS_DURABLE_TRACKING", False)
 # progress, or is a redelivery (jobs.starts says why and what it costs). 0:
 # every start is written as the job begins, one more statement per job.
 JOBS_START_RECORD_DELAY_MS = env_int("JOBS_START_RECORD_DELAY_MS", 500)
+# A prefork worker's main process writes the ends of successful jobs several
+# to a statement, and acknowledges their messages after (jobs.end_batches);
+# false: each worker child writes its own, one statement per job.
+JOBS_BATCHED_ENDS = env_bool("JOBS_BATCHED_ENDS", True)
 # A job STARTED longer than its queue's hard time limit plus this is LOST.
 JOBS_LOST_GRACE_SECONDS = env_int("JOBS_LOST_GRACE_SECONDS", 300)
 # Finished jobs and their results are deleted after this many days.

@@ -115,18 +115,29 @@ def test_a_job_whose_worker_vanished_during_the_outage_is_reaped_lost_and_its_re
     wait_for(lambda: Job.objects.get(pk=job.pk).status == JobStatus.SUCCESS, timeout=60, what="the lost job to run")
 
 
+@pytest.mark.parametrize(
+    ("batched_ends", "giving_up"),
+    [
+        # The worker child writes the end, and exits before acknowledging.
+        ("false", "this worker child exits"),
+        # The worker's main process writes it (jobs.end_batches), and hands
+        # the message back instead of acknowledging it.
+        ("true", "their messages go back to the queue"),
+    ],
+)
 def test_a_job_that_ran_while_the_database_stayed_down_is_handed_back_and_runs_once_it_is_back(
-    on_fault_postgres, start_worker, worker_env, tmp_path
+    on_fault_postgres, start_worker, worker_env, tmp_path, batched_ends, giving_up
 ):
     """Its start was deferred to its end statement (jobs.starts), and the
     database stayed away for longer than the result backend retries: the
-    worker child exits before acknowledging it, so the job is not left
-    QUEUED with its message gone; it runs again once the database is back."""
+    job's message is not acknowledged, so the job is not left QUEUED with
+    its message gone; it runs again once the database is back."""
     worker_env.update(
         # The start stays deferred for the whole run, and the backend gives
         # up after one retry instead of about a minute.
         JOBS_START_RECORD_DELAY_MS="60000",
         CELERY_RESULT_BACKEND_MAX_RETRIES="1",
+        JOBS_BATCHED_ENDS=batched_ends,
     )
     worker = start_worker()
     marker = tmp_path / "running"
@@ -136,9 +147,9 @@ def test_a_job_that_ran_while_the_database_stayed_down_is_handed_back_and_runs_o
 
     on_fault_postgres.stop()
     wait_for(
-        lambda: "this worker child exits" in worker.read_log(),
+        lambda: giving_up in worker.read_log(),
         timeout=60,
-        what="the worker child to give up on the job's end",
+        what="the worker to give up on the job's end",
     )
     on_fault_postgres.start()
     connection.close()

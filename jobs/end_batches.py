@@ -1,0 +1,273 @@
+"""Successful jobs' ends, written by the worker's main process several at a
+time, before their messages are acknowledged.
+
+A worker child used to write each job's end with one statement of its own
+and wait for it before the next job: on two cores shared with PostgreSQL and
+RabbitMQ, that statement and its round trip were most of what tracking cost
+(BENCHMARKS.md, "Levers tried": the same jobs, one statement per batch of
+ends instead of per job, cost about two thirds of the CPU and ran about 1.3
+times as fast).
+
+On the common path (a job that succeeded, its start deferred to its end by
+jobs.starts, its result small) the child hands the end to the worker's main
+process through a pipe the main process opened before forking its children,
+instead of writing it. The main process holds that job's acknowledgement
+(jobs.worker_request.JobRequest) and writes the ends it holds in one
+statement (jobs.tracking.job_successes_sql and the TaskResult upsert), then
+acknowledges their messages:
+- at once when no other job is running (an idle worker adds no wait), or when
+  it holds as many as its prefetch leaves room for (held messages count
+  against it) or END_BATCH_MAX_JOBS;
+- otherwise END_BATCH_WAIT_SECONDS after the first one was held.
+What is at stake is what late acknowledgement already guards: a message is
+acknowledged only once its job's end is written.
+- If the statement cannot be written (the database stayed away through one
+  reconnection), the messages go back to the queue, as a worker child that
+  cannot write an end does (jobs.starts.task_ended): the jobs run again once
+  the database is back.
+- A worker whose main process dies holds no acknowledgement it has not
+  written: its messages are redelivered, and their redeliveries start as
+  redeliveries do (jobs.tracking.job_mark_started).
+- A worker that is stopping, or whose connection to the broker broke, writes
+  what it holds at once (jobs.worker_consumer.KitConsumer).
+
+Everything else (failures, retries, a redelivery's end, a result too large
+for one write to the pipe, SQLite, a pool other than prefork, or
+JOBS_BATCHED_ENDS=false) is written by the child as before (jobs.backend).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import select
+import struct
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.db import DatabaseError, connections, router
+
+from jobs.models import Job
+from jobs.queues import END_BATCH_MAX_JOBS, END_BATCH_WAIT_SECONDS
+
+logger = logging.getLogger(__name__)
+
+# Each end is one write to the pipe, atomic up to PIPE_BUF bytes, so the
+# children's ends never interleave.
+_LENGTH = struct.Struct("I")
+_MAX_END_BYTES = select.PIPE_BUF - _LENGTH.size
+
+
+@dataclass(frozen=True)
+class End:
+    """A job that succeeded, as its worker child hands it over."""
+
+    job_id: str
+    started_at: datetime
+    finished_at: datetime
+    worker: str
+    # The TaskResult row, in jobs.backend's column order.
+    task_result: list
+
+
+class _Batches:
+    """The main process's side: the pipe, the ends received, the ones held
+    with their acknowledgements."""
+
+    def __init__(self) -> None:
+        self.main_pid = os.getpid()
+        self.read_end, self.write_end = os.pipe()
+        os.set_blocking(self.read_end, False)
+        self.unread = b""
+        self.received: dict[str, End] = {}
+        self.held: list[tuple[object, End]] = []
+        self.timer = None
+        # A write that failed: when it is tried again, and how many times it failed.
+        self.retry = None
+        self.failures = 0
+        self.hub = None
+        self.consumer = None
+        self.app = None
+
+    # In the worker child.
+
+    def offer(self, end: End) -> bool:
+        data = pickle.dumps(end, protocol=pickle.HIGHEST_PROTOCOL)
+        if len(data) > _MAX_END_BYTES:
+            return False
+        os.write(self.write_end, _LENGTH.pack(len(data)) + data)
+        return True
+
+    # In the main process.
+
+    def read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.read_end, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            self.unread += chunk
+        while len(self.unread) >= _LENGTH.size:
+            (size,) = _LENGTH.unpack_from(self.unread)
+            if len(self.unread) < _LENGTH.size + size:
+                break
+            end = pickle.loads(self.unread[_LENGTH.size : _LENGTH.size + size])
+            self.unread = self.unread[_LENGTH.size + size :]
+            self.received[end.job_id] = end
+
+    def hold(self, request) -> bool:
+        from celery.worker import state
+
+        self._watch_pipe()
+        self.read()
+        end = self.received.pop(request.id, None)
+        if end is None:
+            return False
+        self.held.append((request, end))
+        if state.should_stop is not None or state.should_terminate is not None:
+            self.write()
+        elif not state.reserved_requests or len(self.held) >= self._room():
+            self.write()
+        elif self.timer is None:
+            self.timer = self.hub.call_later(END_BATCH_WAIT_SECONDS, self.write)
+        return True
+
+    def forget(self, job_id: str) -> None:
+        """A job whose child died after handing its end over: its message
+        goes back to the queue, and its redelivery starts anew."""
+        self.read()
+        self.received.pop(job_id, None)
+
+    def write(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.retry is not None:
+            return  # the retry writes these too
+        self.read()
+        held, self.held = self.held, []
+        if not held:
+            return
+        try:
+            write_ends([end for _, end in held])
+        except DatabaseError as exc:
+            self._retry_later(held, exc)
+            return
+        self.failures = 0
+        for request, _ in held:
+            request.acknowledge_now()
+
+    def _retry_later(self, held: list, exc: DatabaseError) -> None:
+        """The database is away: try again with the result backend's own
+        backoff and limit (a child's end is retried the same way), holding
+        the messages meanwhile (the prefetch then stops new deliveries). Past
+        the limit, or while the worker stops, the messages go back to the
+        queue and their jobs run again once the database is back."""
+        from celery.utils.time import get_exponential_backoff_interval
+        from celery.worker import state
+
+        backend = self.app.backend
+        self.failures += 1
+        if self.failures > backend.max_retries or state.should_stop is not None or state.should_terminate is not None:
+            logger.error(
+                "Could not write the end of %d job(s) to the database (%s): their messages go back to the queue.",
+                len(held),
+                exc,
+            )
+            self.failures = 0
+            for request, _ in held:
+                request.reject(requeue=True)
+            return
+        self.held = held + self.held
+        delay = get_exponential_backoff_interval(
+            backend.base_sleep_between_retries_ms, self.failures, backend.max_sleep_between_retries_ms, True
+        )
+        logger.warning("Could not write the end of %d job(s) yet (%s); trying again.", len(held), exc)
+        self.retry = self.hub.call_later(delay / 1000, self._retry)
+
+    def _retry(self) -> None:
+        self.retry = None
+        self.write()
+
+    def _room(self) -> int:
+        """How many ends may be held before they are written: held messages
+        count against the prefetch, and each child needs one to go on."""
+        consumer = self.consumer
+        if consumer is None or consumer.qos is None or not consumer.qos.value:
+            return END_BATCH_MAX_JOBS
+        return max(1, min(END_BATCH_MAX_JOBS, consumer.qos.value - consumer.pool.num_processes))
+
+    def _watch_pipe(self) -> None:
+        # Read whenever there is something to read, so that a child never
+        # waits on a full pipe.
+        if self.hub is None:
+            from kombu.asynchronous import get_event_loop
+
+            self.hub = get_event_loop()
+            self.hub.add_reader(self.read_end, self.read)
+
+
+_batches: _Batches | None = None
+
+
+def open_for(worker) -> None:
+    """In the worker's main process, before it forks its children (Celery's
+    worker_init): ends are handed over where they can be."""
+    global _batches
+    pool = worker.pool_cls if isinstance(worker.pool_cls, str) else worker.pool_cls.__module__
+    if (
+        settings.JOBS_BATCHED_ENDS
+        and settings.JOBS_START_RECORD_DELAY_MS > 0
+        and "prefork" in pool
+        and worker.use_eventloop
+        and connections[router.db_for_write(Job)].vendor == "postgresql"
+    ):
+        _batches = _Batches()
+
+
+def follow(consumer) -> None:
+    """The consumer whose prefetch bounds how many ends are held."""
+    if _batches is not None:
+        _batches.consumer = consumer
+        _batches.app = consumer.app
+
+
+def offer(end: End) -> bool:
+    """In a worker child: hand the end to the main process; False if it must
+    be written here."""
+    if _batches is None or os.getpid() == _batches.main_pid:
+        return False
+    return _batches.offer(end)
+
+
+def hold(request) -> bool:
+    """In the main process, instead of acknowledging `request`'s message: if
+    its child handed the job's end over, hold the acknowledgement until the
+    end is written (request.acknowledge_now), and say True."""
+    if _batches is None or os.getpid() != _batches.main_pid:
+        return False
+    return _batches.hold(request)
+
+
+def write_held() -> None:
+    """Write the ends held now and acknowledge their messages: before the
+    consumer's connection closes (the worker stops, or the connection was
+    lost: their jobs succeeded, and a redelivered copy finds them so)."""
+    if _batches is not None and os.getpid() == _batches.main_pid and _batches.hub is not None:
+        _batches.write()
+
+
+def forget(job_id: str) -> None:
+    if _batches is not None and os.getpid() == _batches.main_pid:
+        _batches.forget(job_id)
+
+
+def write_ends(ends: list[End]) -> None:
+    """The Job rows and TaskResults of `ends`, in one statement."""
+    from jobs.backend import TrackedDatabaseBackend
+
+    TrackedDatabaseBackend.write_successes(ends)
