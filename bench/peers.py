@@ -148,7 +148,12 @@ def kit_settings(variant) -> dict:
         "JOBS_DURABLE_TRACKING": variant.worker_env.get("JOBS_DURABLE_TRACKING", settings.JOBS_DURABLE_TRACKING),
         **{
             name: getattr(settings, name, None)
-            for name in ("CELERY_TASK_ACKS_LATE", "CELERY_WORKER_PREFETCH_MULTIPLIER", "CELERY_DB_REUSE_MAX")
+            for name in (
+                "CELERY_TASK_ACKS_LATE",
+                "CELERY_WORKER_PREFETCH_MULTIPLIER",
+                "CELERY_DB_REUSE_MAX",
+                "JOBS_BATCHED_ENDS",
+            )
         },
         "prefetch": "1 per child, 4 while the jobs are short (jobs.worker_prefetch)",
     }

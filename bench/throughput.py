@@ -6,7 +6,10 @@ in quorum mode on a three-node RabbitMQ cluster of the run's own on loopback
 (kit-quorum, in full mode or with --quorum), which is what replication
 costs; and the kit writing each
 start as the job begins (kit-start-at-once, JOBS_START_RECORD_DELAY_MS=0),
-which is what deferring the start to the end statement saves (jobs/starts.py).
+which is what deferring the start to the end statement saves (jobs/starts.py);
+and the kit with each worker child writing its own ends (kit-child-ends,
+JOBS_BATCHED_ENDS=false), which is what the main process's batches of ends
+save (jobs/end_batches.py).
 
 Per round, each variant in turn (A/B/C/D, A/B/C/D, ...), so load from
 whatever else runs on the machine lands on all of them alike; the ratios are the
@@ -51,7 +54,8 @@ def _seconds(start: datetime | None, end: datetime | None) -> float:
 class Kit:
     name = "kit"
     meaning = (
-        "jobs.noop via job_enqueue_many: Job row + TaskResult upsert, late acks, "
+        "jobs.noop via job_enqueue_many: Job row + TaskResult upsert (ends written by the worker's main "
+        "process, several to a statement), late acks, "
         "prefetch 1 per child (4 while jobs are short), priority queue"
     )
     settings_module = "bench.settings_kit"
@@ -236,6 +240,16 @@ def measure(
     return variant.seconds(jobs), cpu.per_item_ms(before, after, jobs)
 
 
+class KitChildEnds(Kit):
+    """The kit with each worker child writing its own jobs' ends, one
+    statement per job: what the main process's batches (jobs.end_batches)
+    save."""
+
+    name = "kit-child-ends"
+    meaning = "jobs.noop as kit, JOBS_BATCHED_ENDS=false: each end written by its worker child, one statement per job"
+    worker_env = {"JOBS_BATCHED_ENDS": "false"}
+
+
 class KitStartAtOnce(Kit):
     """The kit writing each job's start as the job begins: what deferring it
     to the end statement (jobs/starts.py) saves."""
@@ -265,6 +279,7 @@ def run(
         variant.name: variant
         for variant in (
             Kit(),
+            KitChildEnds(),
             KitStartAtOnce(),
             Bare(scratch),
             CommonDefault(),
@@ -298,7 +313,9 @@ def run(
     cpu_summary = {name: cpu.median(costs) for name, costs in cpu_costs.items()}
 
     summary = {name: harness.spread(values) for name, values in rates.items()}
-    ratios = harness.kit_ratios(rates, summary, others=("bare", "common-default", "kit-untracked", "kit-start-at-once"))
+    ratios = harness.kit_ratios(
+        rates, summary, others=("bare", "common-default", "kit-untracked", "kit-child-ends", "kit-start-at-once")
+    )
     ratios.update(harness.kit_ratios(rates, summary, others=("bare",), kit="kit-untracked"))
     if quorum:
         ratios.update(harness.kit_ratios(rates, summary, others=("kit",), kit="kit-quorum"))

@@ -74,7 +74,8 @@ class CancelledJobs(bootsteps.StartStopStep):
             logger.warning("Could not read the cancelled jobs from the database: %s", exc)
             return
         finally:
-            # The main process runs no task: it keeps no connection open.
+            # The main process runs no task: it keeps no connection open for this
+            # (only for the ends it writes, jobs.end_batches, which reopens it).
             connections.close_all()
         revoked_elsewhere(job_ids)
         if job_ids:

@@ -76,5 +76,6 @@ class JobRequest(Request):
         except DatabaseError as exc:
             logger.warning("Could not count the delivery of job %s, whose worker child died: %s", self.id, exc)
         finally:
-            # The main process runs no task: it keeps no connection open.
+            # The main process runs no task: it keeps no connection open for this
+            # (only for the ends it writes, jobs.end_batches, which reopens it).
             connections.close_all()
