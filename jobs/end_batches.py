@@ -21,10 +21,12 @@ acknowledges their messages:
 - otherwise END_BATCH_WAIT_SECONDS after the first one was held.
 What is at stake is what late acknowledgement already guards: a message is
 acknowledged only once its job's end is written.
-- If the statement cannot be written (the database stayed away through one
-  reconnection), the messages go back to the queue, as a worker child that
-  cannot write an end does (jobs.starts.task_ended): the jobs run again once
-  the database is back.
+- If the statement cannot be written (the database is away), it is tried
+  again with the result backend's backoff and limit, the messages held
+  meanwhile, as a worker child retries its own end; past the limit the
+  messages go back to the queue, as a worker child that cannot write an end
+  hands its job back (jobs.starts.task_ended): the jobs run again once the
+  database is back.
 - A worker whose main process dies holds no acknowledgement it has not
   written: its messages are redelivered, and their redeliveries start as
   redeliveries do (jobs.tracking.job_mark_started).
@@ -43,6 +45,7 @@ import os
 import pickle
 import select
 import struct
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -87,7 +90,6 @@ class _Batches:
         # A write that failed: when it is tried again, and how many times it failed.
         self.retry = None
         self.failures = 0
-        self.hub = None
         self.consumer = None
         self.app = None
 
@@ -122,15 +124,16 @@ class _Batches:
     def hold(self, request) -> bool:
         from celery.worker import state
 
-        self._watch_pipe()
+        # Each end is written to the pipe before its job's result, and the
+        # pipe is read at each acknowledgement: at most one end per child
+        # waits in it, far from filling it.
         self.read()
         end = self.received.pop(request.id, None)
         if end is None:
             return False
         self.held.append((request, end))
-        if state.should_stop is not None or state.should_terminate is not None:
-            self.write()
-        elif not state.reserved_requests or len(self.held) >= self._room():
+        stopping = state.should_stop is not None or state.should_terminate is not None
+        if stopping or self.hub is None or not state.reserved_requests or len(self.held) >= self._room():
             self.write()
         elif self.timer is None:
             self.timer = self.hub.call_later(END_BATCH_WAIT_SECONDS, self.write)
@@ -187,7 +190,11 @@ class _Batches:
             backend.base_sleep_between_retries_ms, self.failures, backend.max_sleep_between_retries_ms, True
         )
         logger.warning("Could not write the end of %d job(s) yet (%s); trying again.", len(held), exc)
-        self.retry = self.hub.call_later(delay / 1000, self._retry)
+        if self.hub is None:
+            time.sleep(delay / 1000)
+            self._retry()
+        else:
+            self.retry = self.hub.call_later(delay / 1000, self._retry)
 
     def _retry(self) -> None:
         self.retry = None
@@ -201,14 +208,11 @@ class _Batches:
             return END_BATCH_MAX_JOBS
         return max(1, min(END_BATCH_MAX_JOBS, consumer.qos.value - consumer.pool.num_processes))
 
-    def _watch_pipe(self) -> None:
-        # Read whenever there is something to read, so that a child never
-        # waits on a full pipe.
-        if self.hub is None:
-            from kombu.asynchronous import get_event_loop
-
-            self.hub = get_event_loop()
-            self.hub.add_reader(self.read_end, self.read)
+    @property
+    def hub(self):
+        """The worker's event loop, which runs the timer: the consumer's own
+        (kombu's current loop is cleared when a lost connection resets it)."""
+        return getattr(self.consumer, "hub", None)
 
 
 _batches: _Batches | None = None
@@ -257,7 +261,7 @@ def write_held() -> None:
     """Write the ends held now and acknowledge their messages: before the
     consumer's connection closes (the worker stops, or the connection was
     lost: their jobs succeeded, and a redelivered copy finds them so)."""
-    if _batches is not None and os.getpid() == _batches.main_pid and _batches.hub is not None:
+    if _batches is not None and os.getpid() == _batches.main_pid:
         _batches.write()
 
 

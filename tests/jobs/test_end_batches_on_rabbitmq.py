@@ -107,3 +107,22 @@ def test_a_short_jobs_end_does_not_wait_for_a_long_job_beside_it(start_worker, t
     )
     assert not Job.objects.get(pk=long_job.pk).is_finished
     worker.kill_main()  # rather than wait for the long job
+
+
+@pytest.mark.integration
+def test_a_worker_stopped_while_it_holds_ends_writes_and_acknowledges_them_first(start_worker):
+    """Every job that ran before a warm stop has its end written and its
+    message acknowledged; every other one is QUEUED with its message back on
+    the queue: none SUCCESS with its message left to run again."""
+    worker = start_worker(queues="default", concurrency=2)
+    ids = [enqueue("testapp.block", 0.05).pk for _ in range(400)]
+    wait_for(
+        lambda: Job.objects.filter(pk__in=ids, status=JobStatus.SUCCESS).count() >= 60,
+        timeout=60,
+        what="the jobs to be under way",
+    )
+    worker.stop()
+    unfinished = Job.objects.filter(pk__in=ids).exclude(status=JobStatus.SUCCESS)
+    assert unfinished.count() > 0, "every job ran before the stop"
+    assert set(unfinished.values_list("status", flat=True)) == {JobStatus.QUEUED}
+    assert ready_messages(Queue.DEFAULT.value) == unfinished.count(), worker.read_log()[-3000:]
