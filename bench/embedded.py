@@ -2,7 +2,11 @@
 
 The embedded default as `make run` runs it: `manage.py up` (web app, both
 worker groups with their default concurrency, beat, Flower, SMTP sink) on
-SQLite in a fresh var directory, measured over HTTP like a first user does:
+SQLite in a fresh var directory, measured over HTTP like a first user does.
+The SQLite file there is a copy of one migrated once per run, with the
+bench's superuser and API token (migrated_database), so `up` finds nothing
+to migrate; each stack is stopped with Ctrl-C twice (killed, not drained)
+once its figures are read.
 
 - drain:   POST /api/jobs/bulk/ with N jobs.noop, then the time until the
            last of them is SUCCESS (read from the SQLite file): jobs/s.
@@ -37,6 +41,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -80,29 +85,89 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def stack_env(*, settings_module: str, var_dir: Path) -> dict:
+    """The environment of a first run's `manage.py` in `var_dir`."""
+    env = {name: value for name, value in os.environ.items() if name not in NOT_INHERITED}
+    env.update(
+        DJANGO_SETTINGS_MODULE=settings_module,
+        KIT_VAR_DIR=str(var_dir),
+        DJANGO_SUPERUSER_USERNAME="bench",
+        DJANGO_SUPERUSER_PASSWORD=secrets.token_hex(12),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@dataclass(frozen=True)
+class Database:
+    """A migrated SQLite file with the bench's superuser and its API token."""
+
+    path: Path
+    token: str
+
+
+def migrated_database(var_dir: Path) -> Database:
+    """What `up` makes of a fresh var directory before it starts anything
+    (the migrations, the superuser of DJANGO_SUPERUSER_USERNAME), plus the
+    user's API token: made once per run and copied into each stack's fresh
+    var directory, instead of migrating a new SQLite file three times
+    (about a second and a half each) and starting Django again for each
+    token."""
+    code = (
+        "from django.core.management import call_command; "
+        "from jobs.management.commands.ensure_admin import admin_ensure; "
+        "from rest_framework.authtoken.models import Token; "
+        "call_command('migrate', interactive=False, verbosity=0); "
+        "account = admin_ensure(); "
+        "from django.contrib.auth.models import User; "
+        "print(Token.objects.get_or_create(user=User.objects.get(username=account.username))[0].key)"
+    )
+    done = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=harness.REPO,
+        env=stack_env(settings_module="config.settings.local", var_dir=var_dir),
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"Could not prepare the SQLite database:\n{done.stderr[-3000:]}")
+    path = var_dir / "db.sqlite3"
+    # The writer has exited: its WAL is checkpointed into the file, which
+    # is whole on its own.
+    if (var_dir / "db.sqlite3-wal").exists():
+        raise RuntimeError(f"{path} still has a write-ahead log; it cannot be copied alone.")
+    return Database(path=path, token=done.stdout.split()[-1])
+
+
 class Stack:
     """One `manage.py up`, in a var directory of its own; a context manager
-    that stops it with Ctrl-C (SIGINT) as a person would."""
+    that stops it with Ctrl-C (SIGINT), twice, as an impatient person
+    would."""
 
-    def __init__(self, *, settings_module: str, broker_url: str | None, var_dir: Path, log_path: Path):
+    def __init__(
+        self, *, settings_module: str, broker_url: str | None, var_dir: Path, log_path: Path, database: Database
+    ):
         self.var_dir = var_dir
         self.port = free_port()
-        self.env = {name: value for name, value in os.environ.items() if name not in NOT_INHERITED}
+        self.env = stack_env(settings_module=settings_module, var_dir=var_dir)
         self.env.update(
-            DJANGO_SETTINGS_MODULE=settings_module,
-            KIT_VAR_DIR=str(var_dir),
             FLOWER_BASIC_AUTH=f"bench:{secrets.token_hex(8)}",
             EMAIL_PORT=str(free_port()),
-            DJANGO_SUPERUSER_USERNAME="bench",
-            DJANGO_SUPERUSER_PASSWORD=secrets.token_hex(12),
-            PYTHONUNBUFFERED="1",
         )
         if broker_url:
             self.env["CELERY_BROKER_URL"] = broker_url
         self.log_path = log_path
         self.lines: list[str] = []
+        self.database = database
+        self.token = database.token  # the API's, for the bench's user
 
     def __enter__(self) -> "Stack":
+        # A copy of the run's migrated database, its owner's only as `up`
+        # (umask 077) makes it: `up` migrates it as it would any (nothing
+        # to do) and finds the bench's user there.
+        copy = self.var_dir / "db.sqlite3"
+        shutil.copyfile(self.database.path, copy)
+        copy.chmod(0o600)
         command = [sys.executable, "manage.py", "up", "--noreload", "--port", str(self.port)]
         command += ["--flower-port", str(free_port())]
         self.process = subprocess.Popen(
@@ -112,7 +177,6 @@ class Stack:
         self.reader.start()
         for pattern in (r"^Ready: ", r"^worker:general\s*\|.* ready\.$", r"^worker:heavy\s*\|.* ready\.$"):
             harness.wait_until(lambda p=pattern: self._seen(p), timeout=120, what=f"`up` to print {pattern!r}")
-        self.token = self._token()
         return self
 
     def _read(self) -> None:
@@ -125,21 +189,6 @@ class Stack:
         if self.process.poll() is not None:
             raise RuntimeError(f"`up` exited with {self.process.returncode}; see {self.log_path}")
         return any(re.search(pattern, line) for line in list(self.lines))
-
-    def _token(self) -> str:
-        code = (
-            "from django.contrib.auth.models import User; from rest_framework.authtoken.models import Token; "
-            "print(Token.objects.get_or_create(user=User.objects.get(username='bench'))[0].key)"
-        )
-        done = subprocess.run(
-            [sys.executable, "manage.py", "shell", "-c", code],
-            cwd=harness.REPO,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return done.stdout.split()[-1]
 
     def post(self, path: str, body: dict) -> dict:
         request = urllib.request.Request(
@@ -163,7 +212,15 @@ class Stack:
         return self.query("SELECT count(*) FROM jobs_job WHERE status = 'SUCCESS'")[0][0]
 
     def __exit__(self, *exc_info) -> None:
+        # Ctrl-C, and once `up` says it is stopping, Ctrl-C again: it kills
+        # what it started instead of waiting for each program's warm
+        # shutdown (five seconds a stack), which measures nothing here.
         self.process.send_signal(signal.SIGINT)
+        try:
+            harness.wait_until(lambda: self._seen(r"^Stopping "), timeout=30, what="`up` to stop", interval=0.05)
+            self.process.send_signal(signal.SIGINT)
+        except (RuntimeError, TimeoutError):
+            pass  # it exited already, or it stops at its own pace
         try:
             self.process.wait(timeout=90)
         except subprocess.TimeoutExpired:
@@ -242,6 +299,8 @@ def run(*, quick: bool, jobs: int | None = None, rounds: int | None = None) -> d
         flush=True,
     )
     latencies: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    template_dir = Path(tempfile.mkdtemp(prefix="bench-embedded-template-"))
+    database = migrated_database(template_dir)
 
     def measure(name: str, round_number: int) -> float:
         variant = VARIANTS[name]
@@ -254,6 +313,7 @@ def run(*, quick: bool, jobs: int | None = None, rounds: int | None = None) -> d
                 broker_url=variant["broker"],
                 var_dir=var_dir,
                 log_path=scratch / f"up-{name}-{round_number}.log",
+                database=database,
             ) as stack:
                 latencies_ms(stack, WARMUP_JOBS_SLOW if name in SLOW else WARMUP_JOBS)  # imports, connections
                 seconds = drain_seconds(stack, counts[name])
@@ -262,7 +322,12 @@ def run(*, quick: bool, jobs: int | None = None, rounds: int | None = None) -> d
         finally:
             shutil.rmtree(var_dir, ignore_errors=True)
 
-    rates, measurements = harness.rate_rounds(list(VARIANTS), rounds=rounds, count=counts, unit="jobs", measure=measure)
+    try:
+        rates, measurements = harness.rate_rounds(
+            list(VARIANTS), rounds=rounds, count=counts, unit="jobs", measure=measure
+        )
+    finally:
+        shutil.rmtree(template_dir, ignore_errors=True)
     summary = {name: harness.spread(values) for name, values in rates.items()}
     latency = {name: harness.percentiles(values) for name, values in latencies.items()}
     print()

@@ -2,6 +2,7 @@
 processes, a description of the machine, and reporting (table and JSON)."""
 
 import argparse
+import base64
 import json
 import math
 import os
@@ -13,11 +14,13 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import quote, unquote, urlparse
 
 import psycopg
 
@@ -25,16 +28,55 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
+# RabbitMQ's management API (DESIGN.md, "The machine": the management
+# plugin is enabled), on the broker's host.
+MANAGEMENT_PORT = 15672
+
+
 def reset_vhost(broker_url: str) -> None:
     """Delete and recreate the broker URL's vhost: no message or queue
-    (with arguments from an older run) survives into this one."""
-    vhost = unquote(urlparse(broker_url).path.lstrip("/"))
+    (with arguments from an older run) survives into this one.
+
+    Through the management API, as the URL's user: a `rabbitmqctl` call
+    starts an Erlang VM (about a third of a second each, three per reset,
+    thirteen resets in a `make bench`). With `rabbitmqctl` where the API
+    does not answer."""
+    url = urlparse(broker_url)
+    vhost = unquote(url.path.lstrip("/"))
     if vhost in ("", "/"):
         raise SystemExit(f"Refusing to reset RabbitMQ's default vhost ({broker_url}); give the bench its own.")
-    rabbitmqctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
-    subprocess.run([rabbitmqctl, "-q", "delete_vhost", vhost], capture_output=True)
-    for command in (["add_vhost", vhost], ["set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"]):
-        subprocess.run([rabbitmqctl, "-q", *command], check=True, capture_output=True)
+    user, password = unquote(url.username or "guest"), unquote(url.password or "guest")
+    try:
+        _reset_vhost_by_api(f"http://{url.hostname or '127.0.0.1'}:{MANAGEMENT_PORT}/api", vhost, user, password)
+    except OSError as exc:  # URLError, a refused connection, a timeout
+        if isinstance(exc, urllib.error.HTTPError):
+            raise  # the API answered, and refused: no silent second way
+        rabbitmqctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+        subprocess.run([rabbitmqctl, "-q", "delete_vhost", vhost], capture_output=True)
+        for command in (["add_vhost", vhost], ["set_permissions", "-p", vhost, user, ".*", ".*", ".*"]):
+            subprocess.run([rabbitmqctl, "-q", *command], check=True, capture_output=True)
+
+
+def _reset_vhost_by_api(api: str, vhost: str, user: str, password: str) -> None:
+    authorization = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    name = quote(vhost, safe="")
+
+    def call(method: str, path: str, body: dict | None = None, *, missing_ok: bool = False) -> None:
+        request = urllib.request.Request(
+            f"{api}{path}",
+            method=method,
+            data=json.dumps(body or {}).encode(),
+            headers={"Authorization": authorization, "Content-Type": "application/json"},
+        )
+        try:
+            urllib.request.urlopen(request, timeout=30).close()
+        except urllib.error.HTTPError as exc:
+            if not (missing_ok and exc.code == 404):
+                raise
+
+    call("DELETE", f"/vhosts/{name}", missing_ok=True)
+    call("PUT", f"/vhosts/{name}")
+    call("PUT", f"/permissions/{name}/{quote(user, safe='')}", {"configure": ".*", "write": ".*", "read": ".*"})
 
 
 def ensure_database(db: dict) -> None:
@@ -295,6 +337,14 @@ def describe_counts(counts: dict[str, int]) -> str:
     return f"{most:,}" + (f" ({', '.join(fewer)})" if fewer else "")
 
 
+def round_order(names: list[str], round_number: int) -> list[str]:
+    """The order of the variants in round `round_number` (from 1): the
+    first round in the given order, each next one starting one variant
+    later (A B C, B C A, C A B, A B C, ...)."""
+    start = (round_number - 1) % len(names)
+    return [*names[start:], *names[:start]]
+
+
 def rate_rounds(
     names: list[str],
     *,
@@ -304,17 +354,23 @@ def rate_rounds(
     measure: Callable[[str, int], float],
     decimals: int = 0,
 ) -> tuple[dict[str, list[float]], list[dict]]:
-    """Every variant once per round, in the same order each round, so load
-    from elsewhere lands on all of them alike. `measure(name, round_number)`
-    returns the seconds the variant took for `count` items (`unit`: "jobs",
-    "images", ...; a dict gives each variant its own count). Prints a line
-    per run; returns the rates per variant and one measurement per run."""
+    """Every variant once per round, back to back, so load from elsewhere
+    lands on all of them alike; the order rotates round by round (round r,
+    counted from 0, starts at the variant r mod n of `names` and goes on in
+    their order), so that no variant always runs first, on a machine that
+    may have sat idle or just finished another variant's clean-up, or
+    always last. `measure(name, round_number)` returns the seconds the
+    variant took for `count` items (`unit`: "jobs", "images", ...; a dict
+    gives each variant its own count). Prints a line per run; returns the
+    rates per variant, round by round in each variant's list (so the i-th
+    rates of two variants ran in the same round, as kit_ratios pairs them),
+    and one measurement per run, in the order they ran."""
     counts = count if isinstance(count, dict) else dict.fromkeys(names, count)
     width = max(len(name) for name in names)
     rates: dict[str, list[float]] = {name: [] for name in names}
     measurements = []
     for round_number in range(1, rounds + 1):
-        for name in names:
+        for name in round_order(names, round_number):
             seconds = measure(name, round_number)
             rate = counts[name] / seconds
             rates[name].append(rate)

@@ -12,12 +12,13 @@ processes, so the ratios compare pipelines and not parallelism:
   limit  a pool of C processes calling services.renditions_create with no
          queue at all: the kit minus Celery, RabbitMQ and job tracking
 
-Per round each variant runs once (kit, naive, limit), so load from whatever
-else runs on the machine lands on all three alike; the ratios are the
-result, the absolute figures belong to this machine on this day. The kit's
-window is its jobs' first start to last finish as the worker recorded them
-(worker start-up and publishing are outside it); the pools' window is the
-map() call on a started pool.
+Per round each variant runs once (kit, naive, limit; the order rotated
+round by round, bench.harness.rate_rounds), so load from whatever else runs
+on the machine lands on all three alike; the ratios are the result, the
+absolute figures belong to this machine on this day. The kit's window is
+its jobs' first start to last finish as the worker recorded them (worker
+start-up and the uploads, made while the worker starts parked, are outside
+it); the pools' window is the map() call on a started pool.
 
 Needs PostgreSQL and RabbitMQ on loopback; uses its own database
 (kit_bench_images) and vhost (kit-bench-images), recreating the vhost.
@@ -33,12 +34,15 @@ os.environ.setdefault("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/
 os.environ.setdefault("BENCH_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/kit-bench-images")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings_kit")
 
+import hashlib
+import inspect
 import multiprocessing
 import shutil
 import uuid
 from io import BytesIO
 from pathlib import Path
 
+import PIL
 from PIL import Image, ImageOps
 
 QUICK = {"images": 8, "rounds": 3}
@@ -64,6 +68,28 @@ def synthetic_photo(seed: int) -> bytes:
     out = BytesIO()
     photo.save(out, "JPEG", quality=90)
     return out.getvalue()
+
+
+def synthetic_photos(count: int, *, concurrency: int) -> list[Path]:
+    """The first `count` synthetic photos, made once and kept between runs
+    in bench/results/ (git-ignored): making them took 5 of this
+    benchmark's 18 s in quick mode, and every run then works on the same
+    photos. Kept under a name that changes with synthetic_photo's code,
+    PHOTO_SIZE and Pillow's version, any of which makes other photos."""
+    from bench import harness
+
+    recipe = f"{inspect.getsource(synthetic_photo)}{PHOTO_SIZE}{PIL.__version__}"
+    folder = harness.RESULTS_DIR / "photos" / hashlib.sha256(recipe.encode()).hexdigest()[:16]
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"photo-{seed:03}.jpg" for seed in range(count)]
+    if missing := [seed for seed, path in enumerate(paths) if not path.exists()]:
+        with _fork_pool(concurrency) as pool:
+            for seed, data in zip(missing, pool.map(synthetic_photo, missing), strict=True):
+                # Whole or not at all: a run stopped half way leaves no half photo.
+                partial = paths[seed].with_suffix(".partial")
+                partial.write_bytes(data)
+                partial.rename(paths[seed])
+    return paths
 
 
 def naive_renditions(path: Path, out_dir: Path, specs: list) -> None:
@@ -124,15 +150,11 @@ class Bench:
         from django.db.models import Max, Min
 
         from bench import harness
+        from config.celery_app import app as kit_app
         from jobs.models import Job, JobStatus
         from media_tasks import services
 
         self._empty()
-        for path in self.photos:  # committed and published, with no worker yet
-            with path.open("rb") as photo:
-                services.image_upload(file=File(photo, name=path.name))
-        if (queued := Job.objects.filter(status=JobStatus.QUEUED).count()) != len(self.photos):
-            raise RuntimeError(f"Only {queued} of {len(self.photos)} image jobs reached the broker.")
         log_path = self.scratch / f"worker-images-{round_number}.log"
         with harness.Worker(
             name="images",
@@ -141,7 +163,17 @@ class Bench:
             concurrency=self.concurrency,
             log_path=log_path,
             env={"DJANGO_MEDIA_ROOT": str(self.media)},
+            parked=True,
         ) as worker:
+            # Committed and published while the worker starts, parked on a
+            # queue of its own; it is let at them once it is up.
+            for path in self.photos:
+                with path.open("rb") as photo:
+                    services.image_upload(file=File(photo, name=path.name))
+            if (queued := Job.objects.filter(status=JobStatus.QUEUED).count()) != len(self.photos):
+                raise RuntimeError(f"Only {queued} of {len(self.photos)} image jobs reached the broker.")
+            worker.wait_until_up(kit_app)
+            worker.consume(kit_app)
 
             def drained() -> bool:
                 worker.check_alive()
@@ -206,12 +238,7 @@ def run(*, quick: bool, images: int | None = None, rounds: int | None = None, co
     images, rounds = images or preset["images"], rounds or preset["rounds"]
     started_at, scratch, machine = harness.prepare_run()
 
-    photos_dir = scratch / "photos"
-    photos_dir.mkdir(exist_ok=True)
-    with _fork_pool(concurrency) as pool:
-        for seed, data in enumerate(pool.map(synthetic_photo, range(images))):
-            (photos_dir / f"photo-{seed:03}.jpg").write_bytes(data)
-    photos = sorted(photos_dir.iterdir())
+    photos = synthetic_photos(images, concurrency=concurrency)
     megabytes = sum(path.stat().st_size for path in photos) / len(photos) / 1e6
     print(
         f"{images} photos of {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} ({megabytes:.1f} MB each on average), "

@@ -4,7 +4,7 @@ broker (at Django's default connection handling, CONN_MAX_AGE=0, and with
 CONN_MAX_AGE=600), RQ, and Dramatiq on RabbitMQ without results (the
 untracked reference), beside the kit (its default and
 JOBS_DURABLE_TRACKING=true) and bare Celery, variants interleaved round by
-round.
+round, the order rotated each round (bench.harness.rate_rounds).
 
 Each variant: 2 worker processes (the kit and bare Celery: one worker with 2
 prefork children), the jobs enqueued up front with no worker consuming,

@@ -1,9 +1,10 @@
 """python -m bench.priorities [--quick] [--backlog N] [--paced N] [--rounds R]
 
 Whether a high-priority job overtakes a backlog. Per variant and round:
-empty the tables and the default queue; enqueue a backlog of low jobs.noop
-jobs with no worker running; start a kit worker (2 prefork children); once
-it has started the first of them, enqueue a high and a low job together
+empty the tables and the default queue; start a kit worker (2 prefork
+children) parked on a queue of its own and, while it starts, enqueue a
+backlog of low jobs.noop jobs; once it is up, move it to the default queue;
+once it has started the first of them, enqueue a high and a low job together
 every PACE_SECONDS (the order alternating), each with job_enqueue as an
 application would; wait until every job has run. A job's wait is
 Job.started_at - Job.created_at: from its row being written to the worker
@@ -75,7 +76,6 @@ def measure(variant: Variant, *, backlog: int, paced: int, log_path) -> dict:
     """Wait times (ms) of the paced high and low jobs, behind a backlog."""
     harness.empty_job_tables()
     harness.purge_queue(kit_app, Queue.DEFAULT.value)
-    harness.enqueue_noops(backlog, priority=variant.low)
     ids = {"high": [], "low": []}
     with harness.Worker(
         name=f"priorities-{variant.name}",
@@ -83,7 +83,13 @@ def measure(variant: Variant, *, backlog: int, paced: int, log_path) -> dict:
         queue=Queue.DEFAULT.value,
         concurrency=CONCURRENCY,
         log_path=log_path,
+        parked=True,
     ) as worker:
+        # The backlog is enqueued while the worker starts, parked on a queue
+        # of its own; it is let at the backlog once it is up.
+        harness.enqueue_noops(backlog, priority=variant.low)
+        worker.wait_until_up(kit_app)
+        worker.consume(kit_app)
 
         def started() -> bool:
             worker.check_alive()

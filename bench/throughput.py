@@ -11,12 +11,14 @@ and the kit with each worker child writing its own ends (kit-child-ends,
 JOBS_BATCHED_ENDS=false), which is what the main process's batches of ends
 save (jobs/end_batches.py).
 
-Per round, each variant in turn (A/B/C/D, A/B/C/D, ...), so load from
-whatever else runs on the machine lands on all of them alike; the ratios are the
+Per round, each variant in turn, the order rotated round by round
+(A/B/C/D, B/C/D/A, ...; bench.harness.rate_rounds), so load from whatever
+else runs on the machine lands on all of them alike; the ratios are the
 result, the absolute figures belong to this machine on this day.
 
-Per variant: empty the tables and the queue, publish N messages with no
-worker running, start a worker, and time the drain from the first task's
+Per variant: empty the tables, start a fresh worker parked (up, consuming
+nothing of the variant's queue), publish N messages meanwhile, let the
+worker at them once it is up, and time the drain from the first task's
 start to the last task's end as recorded by the worker itself. Worker
 start-up, publishing and polling lag are outside the window.
 """
@@ -216,7 +218,6 @@ def measure(
     moment the idle worker was told to consume until the last job was seen
     finished)."""
     harness.empty_job_tables()
-    variant.publish(jobs)
     with harness.Worker(
         name=variant.name,
         settings_module=variant.settings_module,
@@ -231,6 +232,11 @@ def measure(
             worker.check_alive()
             return variant.finished() >= jobs
 
+        # While the parked worker starts (about a second: imports, forking
+        # its pool), outside the window and before the CPU is read. Nothing
+        # of the publishing lingers into the window: PostgreSQL and RabbitMQ
+        # spent no CPU tick in the second after job_enqueue_many returned.
+        variant.publish(jobs)
         worker.wait_until_up(variant.app)
         before = cpu.snapshot(worker.process.pid, servers=servers, databases=databases)
         worker.consume(variant.app)
