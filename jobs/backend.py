@@ -87,7 +87,7 @@ class TrackedDatabaseBackend(DatabaseBackend):
         job_values = job_outcome_values(celery_state=status, result=result) if is_job_id(task_id) else None
         # The job's start, if its worker child deferred it to this statement.
         start = take_deferred_start(task_id) if job_values is not None else None
-        if start is not None and status == states.SUCCESS:
+        if start is not None and status == states.SUCCESS and self._acked_late(request):
             end = End(
                 job_id=task_id,
                 started_at=start.started_at,
@@ -136,6 +136,12 @@ class TrackedDatabaseBackend(DatabaseBackend):
                 give_back_deferred_start(start)
             raise
         return result
+
+    def _acked_late(self, request) -> bool:
+        # The main process holds an acknowledgement until the end is written:
+        # a task acknowledged as it starts has none left to hold.
+        task = self.app.tasks.get(getattr(request, "task", None) or "")
+        return bool(task is not None and task.acks_late)
 
     @classmethod
     def write_successes(cls, ends: list[End]) -> None:

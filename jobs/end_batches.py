@@ -34,8 +34,9 @@ acknowledged only once its job's end is written.
   what it holds at once (jobs.worker_consumer.KitConsumer).
 
 Everything else (failures, retries, a redelivery's end, a result too large
-for one write to the pipe, SQLite, a pool other than prefork, or
-JOBS_BATCHED_ENDS=false) is written by the child as before (jobs.backend).
+for one write to the pipe, a task acknowledged as it starts instead of late,
+SQLite, a pool other than prefork, or JOBS_BATCHED_ENDS=false) is written by
+the child as before (jobs.backend).
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ class _Batches:
     # In the worker child.
 
     def offer(self, end: End) -> bool:
+        # Pickled, as Celery's pool passes results between the same processes.
         data = pickle.dumps(end, protocol=pickle.HIGHEST_PROTOCOL)
         if len(data) > _MAX_END_BYTES:
             return False
