@@ -92,7 +92,6 @@ class _Batches:
         self.retry = None
         self.failures = 0
         self.consumer = None
-        self.app = None
 
     # In the worker child.
 
@@ -134,8 +133,7 @@ class _Batches:
         if end is None:
             return False
         self.held.append((request, end))
-        stopping = state.should_stop is not None or state.should_terminate is not None
-        if stopping or self.hub is None or not state.reserved_requests or len(self.held) >= self._room():
+        if _worker_stopping() or self.hub is None or not state.reserved_requests or len(self.held) >= self._room():
             self.write()
         elif self.timer is None:
             self.timer = self.hub.call_later(END_BATCH_WAIT_SECONDS, self.write)
@@ -173,11 +171,10 @@ class _Batches:
         the limit, or while the worker stops, the messages go back to the
         queue and their jobs run again once the database is back."""
         from celery.utils.time import get_exponential_backoff_interval
-        from celery.worker import state
 
-        backend = self.app.backend
+        backend = self.consumer.app.backend
         self.failures += 1
-        if self.failures > backend.max_retries or state.should_stop is not None or state.should_terminate is not None:
+        if self.failures > backend.max_retries or _worker_stopping():
             logger.error(
                 "Could not write the end of %d job(s) to the database (%s): their messages go back to the queue.",
                 len(held),
@@ -217,6 +214,13 @@ class _Batches:
         return getattr(self.consumer, "hub", None)
 
 
+def _worker_stopping() -> bool:
+    """Whether the worker has been told to stop (warm or cold)."""
+    from celery.worker import state
+
+    return state.should_stop is not None or state.should_terminate is not None
+
+
 _batches: _Batches | None = None
 
 
@@ -239,7 +243,6 @@ def follow(consumer) -> None:
     """The consumer whose prefetch bounds how many ends are held."""
     if _batches is not None:
         _batches.consumer = consumer
-        _batches.app = consumer.app
 
 
 def offer(end: End) -> bool:
