@@ -154,12 +154,13 @@ class TrackedDatabaseBackend(DatabaseBackend):
             update_sql, update_params = job_successes_sql(connection, ends)
             upsert_sql = cached_statement(
                 connection,
-                ("task_result_upsert", len(ends), *_UPDATED_ON_CONFLICT),
+                ("task_results_upsert", *_UPDATED_ON_CONFLICT),
                 lambda c: task_result_upsert_sql(
-                    c, cls.TaskModel, cls._column_names(), _UPDATED_ON_CONFLICT, rows=len(ends)
+                    c, cls.TaskModel, cls._column_names(), _UPDATED_ON_CONFLICT, arrays=True
                 ),
             )
-            upsert_params = [value for end in ends for value in end.task_result]
+            # One list per column, its values row by row (unnest).
+            upsert_params = [list(column) for column in zip(*(end.task_result for end in ends), strict=True)]
             return f"WITH job AS ({update_sql}) {upsert_sql}", [*update_params, *upsert_params]
 
         run_tracking_statement(build, using=using)

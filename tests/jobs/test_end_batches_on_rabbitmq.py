@@ -25,8 +25,14 @@ def _queued_job() -> Job:
     return Job.objects.create(task_name="jobs.noop", status=JobStatus.QUEUED, queued_at=timezone.now())
 
 
-def test_the_ends_of_several_jobs_are_written_in_one_statement(transactional_db, django_assert_num_queries):
-    jobs = [_queued_job() for _ in range(3)]
+# What an array literal would have to quote: the batch's columns travel as
+# arrays (jobs.tracking.job_successes_sql).
+AWKWARD_TEXT = 'a, {b} "c" \\ NULL é'
+
+
+@pytest.mark.parametrize("count", [1, 3, 16])
+def test_the_ends_of_several_jobs_are_written_in_one_statement(count, transactional_db, django_assert_num_queries):
+    jobs = [_queued_job() for _ in range(count)]
     began = timezone.now()
     columns = TrackedDatabaseBackend._column_names()
     ends = []
@@ -35,7 +41,7 @@ def test_the_ends_of_several_jobs_are_written_in_one_statement(transactional_db,
         task_result.update(
             task_id=str(job.id),
             status="SUCCESS",
-            result=str(number),
+            result=f"{number} {AWKWARD_TEXT}",
             meta="{}",
             content_type="application/json",
             content_encoding="utf-8",
@@ -69,7 +75,8 @@ def test_the_ends_of_several_jobs_are_written_in_one_statement(transactional_db,
         assert (job.started_at, job.finished_at) == (began, began + timedelta(seconds=1))
         assert job.queued_at <= job.started_at
         result = TaskResult.objects.get(task_id=str(job.id))
-        assert (result.status, result.result, result.worker) == ("SUCCESS", str(number), "batch@test")
+        assert (result.status, result.result, result.worker) == ("SUCCESS", f"{number} {AWKWARD_TEXT}", "batch@test")
+        assert (result.traceback, result.date_done) == (None, began + timedelta(seconds=1))
 
 
 @pytest.mark.integration
