@@ -30,6 +30,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -171,6 +172,7 @@ class DjangoQ2(_InTransaction):
         from django_q.models import OrmQ, Task
 
         _sql(f"TRUNCATE {OrmQ._meta.db_table}, {Task._meta.db_table}")
+        self.first_starts.write_text("")
 
     def enqueue(self, jobs: int) -> None:
         from django_q.tasks import async_task
@@ -182,17 +184,27 @@ class DjangoQ2(_InTransaction):
         # One cluster: a sentinel forks the 2 workers, a pusher and a monitor.
         return [[sys.executable, "-m", "django", "qcluster"]]
 
+    # Each worker process's first start (bench/peers_app/apps.py): django-q2's
+    # own Task.started is the enqueue time.
+    first_starts = Path(tempfile.gettempdir()) / f"bench-peers-django-q2-starts-{os.getpid()}.txt"
+
+    def worker_env(self) -> dict:
+        return {"BENCH_PEERS_FIRST_STARTS": str(self.first_starts)}
+
     def done(self) -> int:
         from django_q.models import Success
 
         return Success.objects.count()
 
     def seconds(self) -> float:
-        from django.db.models import Max, Min
+        from django.db.models import Max
         from django_q.models import Task
 
-        window = Task.objects.aggregate(start=Min("started"), end=Max("stopped"))
-        return _window((window["start"], window["end"]))
+        end = Task.objects.aggregate(end=Max("stopped"))["end"]
+        starts = [float(line) for line in self.first_starts.read_text().split()]
+        if end is None or not starts:
+            raise RuntimeError("No start or end time recorded; see the worker logs.")
+        return end.timestamp() - min(starts)
 
 
 class RQ:
@@ -354,7 +366,7 @@ def wait_idle(processes: list[subprocess.Popen], *, timeout: float = 90) -> None
 def measure(system, *, jobs: int, log_dir: Path) -> dict:
     system.reset()
     system.hold(jobs)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(system.worker_env() if hasattr(system, "worker_env") else {})}
     logs = [
         open(log_dir / f"worker-{system.name}-{index}.log", "ab") for index, _ in enumerate(system.worker_commands())
     ]
