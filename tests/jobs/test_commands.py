@@ -215,6 +215,13 @@ def test_flower_answers_only_to_its_own_host_names(monkeypatch, header, allowed)
 
 
 @override_settings(DEBUG=False)
+def test_flower_waits_longer_for_the_workers_on_the_embedded_broker(settings):
+    settings.CELERY_BROKER_URL = "filesystem://"
+    assert "--inspect_timeout=3000" in argv_of(flower_command.Command)
+    settings.CELERY_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/kit"
+    assert not any(arg.startswith("--inspect_timeout") for arg in argv_of(flower_command.Command))
+
+
 def test_flower_refuses_a_malformed_login(monkeypatch, flower_runs):
     monkeypatch.setenv("FLOWER_BASIC_AUTH", "just-a-user")
 

@@ -16,6 +16,14 @@ AUTH_ENV = "FLOWER_BASIC_AUTH"
 DEFAULT_PORT = 5555
 # A Flower killed without warning loses at most this much task history.
 STATE_SAVE_INTERVAL_MS = 60_000
+# Flower asks the workers for their stats and configuration (a broadcast)
+# as it starts and gives up after 1 s, logging a warning. `manage.py up`
+# starts Flower beside workers that have just forked their children, with
+# the web server, beat and the mail sink, on the same cores: there a reply
+# took longer than 1 s (a CI run under load). RabbitMQ deployments keep
+# Flower's default: a refresh of every worker waits the whole timeout
+# (Celery's broadcast without a reply limit), so it is kept short.
+EMBEDDED_INSPECT_TIMEOUT_MS = 3_000
 # RabbitMQ's management API, for Flower's Broker tab. Flower reads the
 # variable itself; unset, it is derived from the broker URL.
 BROKER_API_ENV = "FLOWER_BROKER_API"
@@ -190,6 +198,11 @@ class Command(BaseCommand):
             "--persistent=True",
             f"--db={settings.VAR_DIR / 'flower.db'}",
             f"--state_save_interval={STATE_SAVE_INTERVAL_MS}",
+            *(
+                [f"--inspect_timeout={EMBEDDED_INSPECT_TIMEOUT_MS}"]
+                if settings.CELERY_BROKER_URL.startswith("filesystem://")
+                else []
+            ),
         ]
 
 
