@@ -214,7 +214,6 @@ def test_flower_answers_only_to_its_own_host_names(monkeypatch, header, allowed)
     assert (flower_command.host_name(header) in flower_command.allowed_hosts("0.0.0.0")) is allowed
 
 
-@override_settings(DEBUG=False)
 def test_flower_waits_longer_for_the_workers_on_the_embedded_broker(settings):
     settings.CELERY_BROKER_URL = "filesystem://"
     assert "--inspect_timeout=3000" in argv_of(flower_command.Command)
@@ -222,6 +221,7 @@ def test_flower_waits_longer_for_the_workers_on_the_embedded_broker(settings):
     assert not any(arg.startswith("--inspect_timeout") for arg in argv_of(flower_command.Command))
 
 
+@override_settings(DEBUG=False)
 def test_flower_refuses_a_malformed_login(monkeypatch, flower_runs):
     monkeypatch.setenv("FLOWER_BASIC_AUTH", "just-a-user")
 
