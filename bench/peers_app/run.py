@@ -25,7 +25,6 @@ as the kit's parked worker keeps it out of its own.
 """
 
 import argparse
-import gc
 import json
 import os
 import signal
@@ -46,7 +45,7 @@ django.setup()
 from django.conf import settings  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 
-from bench import cpu  # noqa: E402
+from bench import cpu, harness  # noqa: E402
 
 WORKER_PROCESSES = 2
 REDIS_URL = os.environ.get("BENCH_PEERS_REDIS_URL", "redis://127.0.0.1:6379/14")
@@ -449,11 +448,9 @@ def main() -> None:
     args.log_dir.mkdir(parents=True, exist_ok=True)
     system = Dramatiq(args.log_dir) if args.system == "dramatiq" else SYSTEMS[args.system]()
     print(json.dumps(measure(system, jobs=args.jobs, log_dir=args.log_dir)), flush=True)
-    # The measurement is over: exit without the interpreter's final garbage
-    # collections over all Django and the peer left, 0.3 s of each of the
-    # twenty runs in a quick `python -m bench peers` (as
-    # bench.harness.exit_without_collecting for the benchmarks' processes).
-    gc.freeze()
+    # The measurement is over (0.3 s of each of the twenty runs in a quick
+    # `python -m bench peers`).
+    harness.exit_without_collecting()
 
 
 if __name__ == "__main__":
