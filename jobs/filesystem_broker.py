@@ -369,6 +369,12 @@ class Transport(filesystem.Transport):
                 time.sleep(wait)
 
 
+def embedded_broker_in_use() -> bool:
+    """Whether this process's broker is the embedded filesystem one (the
+    default of `make run`, config/settings/base.py)."""
+    return settings.CELERY_BROKER_URL.startswith("filesystem://")
+
+
 def broker_tables_prepare() -> None:
     """Make the filesystem broker's exchange tables ready for the programs
     `up` is about to start, which bind their queues afresh.
@@ -384,7 +390,7 @@ def broker_tables_prepare() -> None:
     starting together could interleave their writes and leave invalid JSON
     that fails every later control command.
     """
-    if not settings.CELERY_BROKER_URL.startswith("filesystem://"):
+    if not embedded_broker_in_use():
         return
     options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
     control = Path(options["control_folder"])

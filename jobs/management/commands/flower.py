@@ -7,6 +7,7 @@ from urllib.parse import quote, unquote, urlparse
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from jobs.filesystem_broker import embedded_broker_in_use
 from jobs.management.commands._arguments import positive_int
 from jobs.management.commands._celery import celery_run
 
@@ -181,7 +182,7 @@ class Command(BaseCommand):
         flower_auth_check(options["address"])
         host_check_install(allowed_hosts(options["address"]))
         broker_api_configure()
-        if settings.CELERY_BROKER_URL.startswith("filesystem://"):
+        if embedded_broker_in_use():
             broker_tab_explain_embedded()
         settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
         code = celery_run(self.build_argv(options))
@@ -198,11 +199,7 @@ class Command(BaseCommand):
             "--persistent=True",
             f"--db={settings.VAR_DIR / 'flower.db'}",
             f"--state_save_interval={STATE_SAVE_INTERVAL_MS}",
-            *(
-                [f"--inspect_timeout={EMBEDDED_INSPECT_TIMEOUT_MS}"]
-                if settings.CELERY_BROKER_URL.startswith("filesystem://")
-                else []
-            ),
+            *([f"--inspect_timeout={EMBEDDED_INSPECT_TIMEOUT_MS}"] if embedded_broker_in_use() else []),
         ]
 
 

@@ -14,7 +14,7 @@ from django.urls import Resolver404, resolve, reverse
 from django.utils import autoreload
 from kombu.utils.url import maybe_sanitize_url
 
-from jobs.filesystem_broker import broker_tables_prepare
+from jobs.filesystem_broker import broker_tables_prepare, embedded_broker_in_use
 from jobs.management.commands._arguments import positive_int
 from jobs.management.commands._process import Child, Children, StopSignals
 from jobs.management.commands.ensure_admin import AdminAccount, admin_ensure
@@ -279,7 +279,7 @@ class Command(BaseCommand):
 
     @staticmethod
     def broker_description() -> str:
-        if settings.CELERY_BROKER_URL.startswith("filesystem://"):
+        if embedded_broker_in_use():
             return f"filesystem, in {settings.BROKER_DIR}"
         return maybe_sanitize_url(settings.CELERY_BROKER_URL)
 
