@@ -144,26 +144,26 @@ class TrackedDatabaseBackend(DatabaseBackend):
         return bool(task is not None and task.acks_late)
 
     @classmethod
-    def write_successes(cls, ends: list[End]) -> None:
+    def successes_statement(cls, connection, ends: list[End]) -> tuple[str, list]:
         """The ends of jobs that succeeded, their Job rows and TaskResults in
         one statement (PostgreSQL): the worker's main process writes them
         (jobs.end_batches)."""
-        using = router.db_for_write(cls.TaskModel)
+        update_sql, update_params = job_successes_sql(connection, ends)
+        upsert_sql = cached_statement(
+            connection,
+            ("task_results_upsert", *_UPDATED_ON_CONFLICT),
+            lambda c: task_result_upsert_sql(c, cls.TaskModel, cls._column_names(), _UPDATED_ON_CONFLICT, arrays=True),
+        )
+        # One list per column, its values row by row (unnest).
+        upsert_params = [list(column) for column in zip(*(end.task_result for end in ends), strict=True)]
+        return f"WITH job AS ({update_sql}) {upsert_sql}", [*update_params, *upsert_params]
 
-        def build(connection):
-            update_sql, update_params = job_successes_sql(connection, ends)
-            upsert_sql = cached_statement(
-                connection,
-                ("task_results_upsert", *_UPDATED_ON_CONFLICT),
-                lambda c: task_result_upsert_sql(
-                    c, cls.TaskModel, cls._column_names(), _UPDATED_ON_CONFLICT, arrays=True
-                ),
-            )
-            # One list per column, its values row by row (unnest).
-            upsert_params = [list(column) for column in zip(*(end.task_result for end in ends), strict=True)]
-            return f"WITH job AS ({update_sql}) {upsert_sql}", [*update_params, *upsert_params]
-
-        run_tracking_statement(build, using=using)
+    @classmethod
+    def write_successes(cls, ends: list[End]) -> None:
+        """successes_statement, run and waited for."""
+        run_tracking_statement(
+            lambda connection: cls.successes_statement(connection, ends), using=router.db_for_write(cls.TaskModel)
+        )
 
     @classmethod
     @functools.cache

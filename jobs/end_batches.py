@@ -13,12 +13,16 @@ jobs.starts, its result small) the child hands the end to the worker's main
 process through a pipe the main process opened before forking its children,
 instead of writing it. The main process holds that job's acknowledgement
 (jobs.worker_request.JobRequest) and writes the ends it holds in one
-statement (jobs.tracking.job_successes_sql and the TaskResult upsert), then
-acknowledges their messages:
+statement (jobs.tracking.job_successes_sql and the TaskResult upsert), sent
+without waiting for PostgreSQL's answer (jobs.loop_statement: the event loop
+goes on handing messages to the children meanwhile), and acknowledges their
+messages once the answer says it is committed. It writes:
 - at once when no other job is running (an idle worker adds no wait), or when
   it holds as many as its prefetch leaves room for (held messages count
   against it) or END_BATCH_MAX_JOBS;
-- otherwise END_BATCH_WAIT_SECONDS after the first one was held.
+- otherwise END_BATCH_WAIT_SECONDS after the first one was held;
+- and never two at a time: the ends held while a statement is in flight go
+  in the next, sent when its answer comes if they are due by then.
 What is at stake is what late acknowledgement already guards: a message is
 acknowledged only once its job's end is written.
 - If the statement cannot be written (the database is away), it is tried
@@ -31,7 +35,8 @@ acknowledged only once its job's end is written.
   written: its messages are redelivered, and their redeliveries start as
   redeliveries do (jobs.tracking.job_mark_started).
 - A worker that is stopping, or whose connection to the broker broke, writes
-  what it holds at once (jobs.worker_consumer.KitConsumer).
+  what it holds at once and waits for the answer, the statement in flight
+  first (jobs.worker_consumer.KitConsumer).
 
 Everything else (failures, retries, a redelivery's end, a result too large
 for one write to the pipe, a task acknowledged as it starts instead of late,
@@ -49,10 +54,12 @@ import struct
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 from django.conf import settings
 from django.db import DatabaseError, connections, router
 
+from jobs.loop_statement import LoopStatement
 from jobs.models import Job
 from jobs.queues import END_BATCH_MAX_JOBS, END_BATCH_WAIT_SECONDS
 
@@ -87,11 +94,16 @@ class _Batches:
         self.unread = b""
         self.received: dict[str, End] = {}
         self.held: list[tuple[object, End]] = []
+        # When the first of the held ends was held.
+        self.held_since = 0.0
         self.timer = None
         # A write that failed: when it is tried again, and how many times it failed.
         self.retry = None
         self.failures = 0
         self.consumer = None
+        # Created in the main process (its connection too), once it writes.
+        self.statement: LoopStatement | None = None
+        self.waiting = False
 
     # In the worker child.
 
@@ -123,8 +135,6 @@ class _Batches:
             self.received[end.job_id] = end
 
     def hold(self, request) -> bool:
-        from celery.worker import state
-
         # Each end is written to the pipe before its job's result, and the
         # pipe is read at each acknowledgement: at most one end per child
         # waits in it, far from filling it.
@@ -132,12 +142,23 @@ class _Batches:
         end = self.received.pop(request.id, None)
         if end is None:
             return False
+        if not self.held:
+            self.held_since = time.monotonic()
         self.held.append((request, end))
-        if _worker_stopping() or self.hub is None or not state.reserved_requests or len(self.held) >= self._room():
+        if _worker_stopping():
+            self.write(wait=True)
+        elif self.hub is None or self._due():
             self.write()
         elif self.timer is None:
             self.timer = self.hub.call_later(END_BATCH_WAIT_SECONDS, self.write)
         return True
+
+    def _due(self) -> bool:
+        """Whether the held ends are to be written now rather than with
+        more: no other job is running, or they fill what the prefetch leaves."""
+        from celery.worker import state
+
+        return not state.reserved_requests or len(self.held) >= self._room()
 
     def forget(self, job_id: str) -> None:
         """A job whose child died after handing its end over: its message
@@ -145,24 +166,64 @@ class _Batches:
         self.read()
         self.received.pop(job_id, None)
 
-    def write(self) -> None:
+    def write(self, *, wait: bool = False) -> None:
+        """Send the held ends in one statement; their messages are
+        acknowledged once it is committed (_written). With `wait` (the worker
+        stops, or its broker connection broke; or there is no event loop to
+        read the answer), return only once every held end is written or
+        handed to a retry, the statement in flight first."""
+        wait = wait or self.hub is None
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if self.retry is not None:
-            return  # the retry writes these too
-        self.read()
-        held, self.held = self.held, []
-        if not held:
-            return
+        if self.statement is None:
+            self.statement = LoopStatement(router.db_for_write(Job))
+        waiting_before, self.waiting = self.waiting, wait
         try:
-            write_ends([end for _, end in held])
+            while self.retry is None:
+                if self.statement.busy:
+                    if not wait:
+                        return  # sent when the one in flight is written (_written)
+                    self.statement.wait()
+                    continue
+                self.read()
+                held, self.held = self.held, []
+                if not held:
+                    return
+                self._send(held)
+                if not wait:
+                    return
+        finally:
+            self.waiting = waiting_before
+
+    def _send(self, held: list) -> None:
+        from jobs.backend import TrackedDatabaseBackend
+
+        try:
+            sql, params = TrackedDatabaseBackend.successes_statement(
+                connections[self.statement.alias], [end for _, end in held]
+            )
+            self.statement.send(sql, params, partial(self._written, held), hub=self.hub)
         except DatabaseError as exc:
             self._retry_later(held, exc)
+
+    def _written(self, held: list, error: DatabaseError | None) -> None:
+        if error is not None:
+            self._retry_later(held, error)
+        else:
+            self.failures = 0
+            for request, _ in held:
+                request.acknowledge_now()
+        # The ends held while this one was in flight: now if they are due
+        # (or have waited their time), else when they have. A waiting
+        # write() sends them itself.
+        if self.waiting or not self.held or self.retry is not None or self.statement.busy:
             return
-        self.failures = 0
-        for request, _ in held:
-            request.acknowledge_now()
+        waited = time.monotonic() - self.held_since
+        if _worker_stopping() or self._due() or waited >= END_BATCH_WAIT_SECONDS:
+            self.write(wait=_worker_stopping())
+        elif self.timer is None:
+            self.timer = self.hub.call_later(END_BATCH_WAIT_SECONDS - waited, self.write)
 
     def _retry_later(self, held: list, exc: DatabaseError) -> None:
         """The database is away: try again with the result backend's own
@@ -267,7 +328,7 @@ def write_held() -> None:
     consumer's connection closes (the worker stops, or the connection was
     lost: their jobs succeeded, and a redelivered copy finds them so)."""
     if _batches is not None and os.getpid() == _batches.main_pid:
-        _batches.write()
+        _batches.write(wait=True)
 
 
 def forget(job_id: str) -> None:

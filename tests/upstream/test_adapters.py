@@ -120,3 +120,18 @@ def test_a_step_is_placed_before_the_one_named_or_refused_if_there_is_none():
     assert steps_before(["a:A", "b:B"], "b:B", "x:X") == ["a:A", "x:X", "b:B"]
     with pytest.raises(UpstreamChanged, match="no step"):
         steps_before(["a:A"], "b:B", "x:X")
+
+
+def test_psycopg_turns_placeholders_and_values_into_what_libpq_takes(db):
+    from psycopg import pq
+
+    from upstream.psycopg import libpq_query
+
+    connection.ensure_connection()
+    query, values, types, formats = libpq_query(
+        connection.connection, "SELECT %s::int, %b::uuid[]", [7, [uuid.UUID(int=1), uuid.UUID(int=2)]]
+    )
+    assert query == b"SELECT $1::int, $2::uuid[]"
+    assert len(values) == len(types) == len(formats) == 2
+    assert formats[1] == pq.Format.BINARY
+    assert all(isinstance(value, bytes | bytearray | memoryview) for value in values)
