@@ -155,7 +155,7 @@ def kit_settings(variant) -> dict:
                 "JOBS_BATCHED_ENDS",
             )
         },
-        "prefetch": "1 per child, 4 while the jobs are short (jobs.worker_prefetch)",
+        "prefetch": "1 per child, 8 while the jobs are short (jobs.worker_prefetch)",
     }
 
 

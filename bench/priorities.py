@@ -12,9 +12,10 @@ starting it, both the machine's wall clock.
 
 - priorities: the kit as configured. Queues are RabbitMQ priority queues
               (x-max-priority 9, jobs/queues.py), high is 9 and low 0, the
-              worker holds one message per child, or 4 while its jobs are
-              short (jobs.worker_prefetch), and acknowledges late, so a high
-              job waits at most for the jobs it already holds.
+              worker holds one message per child, or 8 while its jobs are
+              short (jobs.worker_prefetch), starts the ones it holds highest
+              priority first (jobs.worker_priority) and acknowledges late,
+              so a high job waits for a child to come free.
 - all-medium: the same jobs, every one enqueued medium: what the same
               backlog does to them without priorities (the baseline).
 

@@ -58,7 +58,7 @@ class Kit:
     meaning = (
         "jobs.noop via job_enqueue_many: Job row + TaskResult upsert (ends written by the worker's main "
         "process, several to a statement), late acks, "
-        "prefetch 1 per child (4 while jobs are short), priority queue"
+        "prefetch 1 per child (8 while jobs are short), priority queue"
     )
     settings_module = "bench.settings_kit"
     queue = Queue.DEFAULT.value
@@ -171,7 +171,7 @@ class KitUntracked(_Stamped):
 
     name = "kit-untracked"
     meaning = (
-        "bench.noop with the kit's delivery policy (late acks, prefetch 1 per child or 4 while jobs are short, "
+        "bench.noop with the kit's delivery policy (late acks, prefetch 1 per child or 8 while jobs are short, "
         "priority queue, time limits), no Job row, no result"
     )
     settings_module = "bench.settings_kit_untracked"

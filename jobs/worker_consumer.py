@@ -17,7 +17,8 @@ queue the lanes dead-letter to (with the kit's own copy of it), is declared
 first (declares are idempotent, so each worker start and each reconnect to another node repeats them safely).
 
 Prefetch: the worker holds more messages per child while its jobs are
-short (jobs.worker_prefetch), unless a fixed prefetch multiplier was chosen.
+short (jobs.worker_prefetch), unless a fixed prefetch multiplier was chosen,
+and starts the ones it holds highest priority first (jobs.worker_priority).
 
 Ends held for a batch (jobs.end_batches) are written before the connection
 closes or after it broke.
@@ -33,7 +34,7 @@ from celery.worker.consumer.delayed_delivery import DelayedDelivery
 from django.conf import settings
 from django.db import DatabaseError, connections
 
-from jobs import end_batches, worker_prefetch
+from jobs import end_batches, worker_prefetch, worker_priority
 from jobs.queues import dead_letter_notice_queue, dead_letter_queue
 from jobs.starts import cancelled_before_start
 from upstream.celery import (
@@ -90,6 +91,7 @@ class KitConsumer(Consumer):
         given = self.prefetch_multiplier != self.app.conf.worker_prefetch_multiplier
         if not (settings.JOBS_PREFETCH_MULTIPLIER_SET or given):
             worker_prefetch.follow(self)
+        worker_priority.follow(self.controller)
         end_batches.follow(self)
 
     def shutdown(self):

@@ -4,12 +4,14 @@ With late acknowledgement and one message per child, a child that finishes
 a job waits for its acknowledgement to reach RabbitMQ and the next delivery
 to come back before it can start again; for jobs of a few milliseconds that
 wait is a large share of the time. Holding a few messages per child removes
-it, but a message held by a worker is out of RabbitMQ's priority order: a
-high job that arrives waits for the held ones to start. So a worker holds
-more only while the jobs it runs are short (jobs.queues.SHORT_JOB_SECONDS),
-which bounds that wait to a fraction of a second, and goes back to one
-message per child as soon as a job runs longer (a report, an image, a
-rate-limited mail batch). BENCHMARKS.md measures what it gives.
+it. A message held by a worker is out of RabbitMQ's priority order, but the
+worker starts the ones it holds highest priority first (jobs.worker_priority),
+so a high job that arrives waits for a child, not for them. What a worker
+holds, another worker cannot take: so a worker holds more only while the jobs
+it runs are short (jobs.queues.SHORT_JOB_SECONDS), which keeps that under a
+second of work, and goes back to one message per child as soon as a job runs
+longer (a report, an image, a rate-limited mail batch). BENCHMARKS.md
+measures what it gives.
 
 The worker's main process learns each job's run time when it acknowledges
 the message (jobs.worker_request.JobRequest), and changes the channel's

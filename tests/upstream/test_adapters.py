@@ -135,3 +135,30 @@ def test_psycopg_turns_placeholders_and_values_into_what_libpq_takes(db):
     assert len(values) == len(types) == len(formats) == 2
     assert formats[1] == pq.Format.BINARY
     assert all(isinstance(value, bytes | bytearray | memoryview) for value in values)
+
+
+def test_kombus_semaphore_takes_another_holder_for_its_waiters_those_waiting_included():
+    from collections import deque
+
+    from kombu.asynchronous.semaphore import LaxBoundedSemaphore
+
+    from upstream.kombu import replace_waiters
+
+    semaphore = LaxBoundedSemaphore(1)
+    started = []
+    semaphore.acquire(started.append, 1)
+    semaphore.acquire(started.append, 2)
+    holder = deque()
+    replace_waiters(semaphore, holder)
+    semaphore.acquire(started.append, 3)
+    assert list(holder) == [(started.append, (2,), {}), (started.append, (3,), {})]
+    semaphore.release()
+    semaphore.release()
+    assert started == [1, 2, 3]
+
+
+def test_the_semaphore_adapter_refuses_an_object_of_another_shape():
+    from upstream.kombu import replace_waiters
+
+    with pytest.raises(UpstreamChanged, match="kombu"):
+        replace_waiters(object(), [])
