@@ -146,8 +146,8 @@ class TrackedDatabaseBackend(DatabaseBackend):
     @classmethod
     def successes_statement(cls, connection, ends: list[End]) -> tuple[str, list]:
         """The ends of jobs that succeeded, their Job rows and TaskResults in
-        one statement (PostgreSQL): the worker's main process writes them
-        (jobs.end_batches)."""
+        one statement (PostgreSQL), as (sql, params): the worker's main
+        process sends it (jobs.end_batches, jobs.loop_statement)."""
         update_sql, update_params = job_successes_sql(connection, ends)
         upsert_sql = cached_statement(
             connection,
@@ -157,13 +157,6 @@ class TrackedDatabaseBackend(DatabaseBackend):
         # One list per column, its values row by row (unnest).
         upsert_params = [list(column) for column in zip(*(end.task_result for end in ends), strict=True)]
         return f"WITH job AS ({update_sql}) {upsert_sql}", [*update_params, *upsert_params]
-
-    @classmethod
-    def write_successes(cls, ends: list[End]) -> None:
-        """successes_statement, run and waited for."""
-        run_tracking_statement(
-            lambda connection: cls.successes_statement(connection, ends), using=router.db_for_write(cls.TaskModel)
-        )
 
     @classmethod
     @functools.cache

@@ -334,10 +334,3 @@ def write_held() -> None:
 def forget(job_id: str) -> None:
     if _batches is not None and os.getpid() == _batches.main_pid:
         _batches.forget(job_id)
-
-
-def write_ends(ends: list[End]) -> None:
-    """The Job rows and TaskResults of `ends`, in one statement."""
-    from jobs.backend import TrackedDatabaseBackend
-
-    TrackedDatabaseBackend.write_successes(ends)
