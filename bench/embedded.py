@@ -21,8 +21,9 @@ Variants, each a whole `manage.py up` of its own, one after the other:
                   of the bench's own), still SQLite: only the broker differs.
 - kombu-filesystem: kombu's own filesystem transport, what the embedded
                   default used before (bench/settings_embedded_kombu.py);
-                  it drains about a job a second, so it runs a tenth of the
-                  jobs.
+                  it drains about a job a second, so it runs SLOW_SHARE
+                  (2%) of the drained jobs and three times that share (at
+                  least three) of the timed ones.
 
 Needs RabbitMQ on loopback (DESIGN.md, "The machine"); no PostgreSQL.
 """
