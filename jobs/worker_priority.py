@@ -15,7 +15,7 @@ to come free, however many messages the worker holds
 
 from collections import deque
 
-from upstream.kombu import replace_waiters
+from upstream.kombu import replace_waiters, waiters
 
 
 def _priority(waiter) -> int:
@@ -46,5 +46,5 @@ def follow(controller) -> None:
     """In the worker's main process, once its pool's semaphore exists (a
     pool that hands messages to children one at a time; None otherwise)."""
     semaphore = getattr(controller, "semaphore", None)
-    if semaphore is not None and not isinstance(semaphore._waiting, PriorityWaiters):
+    if semaphore is not None and not isinstance(waiters(semaphore), PriorityWaiters):
         replace_waiters(semaphore, PriorityWaiters())

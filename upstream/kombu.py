@@ -16,14 +16,19 @@ from upstream import UpstreamChanged
 WRITTEN_AGAINST = "5.7"
 
 
-def replace_waiters(semaphore: LaxBoundedSemaphore, waiters) -> None:
-    """Hold `semaphore`'s waiters in `waiters` (a deque, or one that orders
-    its append), those already waiting included."""
+def waiters(semaphore: LaxBoundedSemaphore):
+    """What holds `semaphore`'s waiters (a deque unless replaced)."""
     current = getattr(semaphore, "_waiting", None)
     if current is None or not all(hasattr(semaphore, name) for name in ("_add_waiter", "_pop_waiter")):
         raise UpstreamChanged("kombu", WRITTEN_AGAINST, "LaxBoundedSemaphore has no _waiting/_add_waiter/_pop_waiter")
-    for waiter in current:
-        waiters.append(waiter)
-    semaphore._waiting = waiters
-    semaphore._add_waiter = waiters.append
-    semaphore._pop_waiter = waiters.popleft
+    return current
+
+
+def replace_waiters(semaphore: LaxBoundedSemaphore, holder) -> None:
+    """Hold `semaphore`'s waiters in `holder` (a deque, or one that orders
+    its append), those already waiting included."""
+    for waiter in waiters(semaphore):
+        holder.append(waiter)
+    semaphore._waiting = holder
+    semaphore._add_waiter = holder.append
+    semaphore._pop_waiter = holder.popleft

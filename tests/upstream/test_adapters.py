@@ -142,7 +142,7 @@ def test_kombus_semaphore_takes_another_holder_for_its_waiters_those_waiting_inc
 
     from kombu.asynchronous.semaphore import LaxBoundedSemaphore
 
-    from upstream.kombu import replace_waiters
+    from upstream.kombu import replace_waiters, waiters
 
     semaphore = LaxBoundedSemaphore(1)
     started = []
@@ -150,6 +150,7 @@ def test_kombus_semaphore_takes_another_holder_for_its_waiters_those_waiting_inc
     semaphore.acquire(started.append, 2)
     holder = deque()
     replace_waiters(semaphore, holder)
+    assert waiters(semaphore) is holder
     semaphore.acquire(started.append, 3)
     assert list(holder) == [(started.append, (2,), {}), (started.append, (3,), {})]
     semaphore.release()
