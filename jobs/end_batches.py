@@ -101,8 +101,10 @@ class _Batches:
         self.retry = None
         self.failures = 0
         self.consumer = None
-        # Created in the main process (its connection too), once it writes.
-        self.statement: LoopStatement | None = None
+        # Used in the main process only; it connects when it first sends.
+        self.statement = LoopStatement(router.db_for_write(Job))
+        # A write() waiting for every held end: it sends what is held after
+        # each answer itself.
         self.waiting = False
 
     # In the worker child.
@@ -145,13 +147,20 @@ class _Batches:
         if not self.held:
             self.held_since = time.monotonic()
         self.held.append((request, end))
+        self._write_when_due()
+        return True
+
+    def _write_when_due(self) -> None:
+        """Write the held ends now if the worker stops, if they are due, or
+        if the first has waited END_BATCH_WAIT_SECONDS; else when it has."""
         if _worker_stopping():
             self.write(wait=True)
-        elif self.hub is None or self._due():
+            return
+        waited = time.monotonic() - self.held_since
+        if self.hub is None or self._due() or waited >= END_BATCH_WAIT_SECONDS:
             self.write()
         elif self.timer is None:
-            self.timer = self.hub.call_later(END_BATCH_WAIT_SECONDS, self.write)
-        return True
+            self.timer = self.hub.call_later(END_BATCH_WAIT_SECONDS - waited, self.write)
 
     def _due(self) -> bool:
         """Whether the held ends are to be written now rather than with
@@ -176,8 +185,6 @@ class _Batches:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if self.statement is None:
-            self.statement = LoopStatement(router.db_for_write(Job))
         waiting_before, self.waiting = self.waiting, wait
         try:
             while self.retry is None:
@@ -214,16 +221,10 @@ class _Batches:
             self.failures = 0
             for request, _ in held:
                 request.acknowledge_now()
-        # The ends held while this one was in flight: now if they are due
-        # (or have waited their time), else when they have. A waiting
-        # write() sends them itself.
-        if self.waiting or not self.held or self.retry is not None or self.statement.busy:
-            return
-        waited = time.monotonic() - self.held_since
-        if _worker_stopping() or self._due() or waited >= END_BATCH_WAIT_SECONDS:
-            self.write(wait=_worker_stopping())
-        elif self.timer is None:
-            self.timer = self.hub.call_later(END_BATCH_WAIT_SECONDS - waited, self.write)
+        # The ends held while this one was in flight. A waiting write()
+        # sends them itself.
+        if not self.waiting and self.held and self.retry is None and not self.statement.busy:
+            self._write_when_due()
 
     def _retry_later(self, held: list, exc: DatabaseError) -> None:
         """The database is away: try again with the result backend's own
