@@ -55,11 +55,14 @@ class LoopStatement:
         if self.busy:
             raise RuntimeError("a statement is already in flight")
         for attempt in (1, 2):
+            if self.wrapper is not None and _spoke_while_idle(self.wrapper.connection.pgconn):
+                # Unprompted words on an idle connection in autocommit are the
+                # server's last (a restart, a failover) or a rare notice:
+                # replaced either way, before anything is sent on it.
+                self.close()
             fresh = self.wrapper is None
             try:
                 pgconn = self._connected()
-                if not fresh:
-                    _read_what_came_while_idle(pgconn)
                 query, values, types, formats = libpq_query(self.wrapper.connection, sql, params)
                 # Blocking mode: the statement is all sent when this returns
                 # (a few kilobytes); only the answer is not waited for.
@@ -157,15 +160,14 @@ class LoopStatement:
             on_done(error)
 
 
-def _read_what_came_while_idle(pgconn) -> None:
-    """A connection the server closed while it was idle (a restart, a
-    failover) says so here, before anything is sent on it: raises
-    psycopg.OperationalError. The server's last message comes first, the
-    end of the connection after it."""
-    for _ in range(3):
-        if not select.select([pgconn.socket], [], [], 0)[0]:
-            return
-        pgconn.consume_input()
+def _spoke_while_idle(pgconn) -> bool:
+    """Whether the server sent anything on this idle connection (its socket
+    is readable), or the socket is gone. Reading it would not do: the
+    server's last message can come a moment before the end of the socket."""
+    try:
+        return bool(select.select([pgconn.socket], [], [], 0)[0])
+    except psycopg.Error:
+        return True
 
 
 def _message(result) -> str:
