@@ -339,12 +339,22 @@ def kit_ratios(
 # bench`'s time, and their rate is steady from the first item (no warm-up for
 # a shorter run to magnify), so the rate, and so the ratio, stays the same.
 QUICK_SLOW_SHARE = 0.3
+# And the slowest of all (a tenth of the kit's rate or less) this share.
+QUICK_SLOWEST_SHARE = 0.1
 
 
-def variant_counts(names: list[str], count: int, *, slow: tuple[str, ...], quick: bool) -> dict[str, int]:
-    """Items each variant runs: `count`, or QUICK_SLOW_SHARE of it for the
-    `slow` ones in quick mode."""
-    return {name: round(count * QUICK_SLOW_SHARE) if quick and name in slow else count for name in names}
+def variant_counts(
+    names: list[str], count: int, *, slow: tuple[str, ...], quick: bool, slowest: tuple[str, ...] = ()
+) -> dict[str, int]:
+    """Items each variant runs: `count`, or in quick mode QUICK_SLOW_SHARE
+    of it for the `slow` ones and QUICK_SLOWEST_SHARE for the `slowest`."""
+
+    def share(name: str) -> float:
+        if not quick:
+            return 1
+        return QUICK_SLOWEST_SHARE if name in slowest else QUICK_SLOW_SHARE if name in slow else 1
+
+    return {name: round(count * share(name)) for name in names}
 
 
 def describe_counts(counts: dict[str, int]) -> str:
