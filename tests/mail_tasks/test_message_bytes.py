@@ -136,3 +136,36 @@ def test_each_header_is_folded_as_compat32_folds_it(value, linesep):
     stdlib = policy.compat32.clone(linesep=linesep)
 
     assert mine.fold_binary("Subject", value) == stdlib.fold_binary("Subject", value)
+
+
+ENVELOPE_ADDRESSES = [
+    *RECIPIENTS,
+    "A.B@Example.COM",
+    "o'neil+news@sub.example.co.uk",
+    "#!$%&*/=?^_`{|}~-@example.com",
+    "x@localhost",
+    "ABC@XN--BCHER-KVA.COM",
+    '"quoted local"@example.com',
+    "dots..twice@example.com",
+    ".leading@example.com",
+    "zoë@example.com",
+    "a@bücher.example",
+    "a@" + "l" * 63 + ".example",
+]
+
+
+@pytest.mark.parametrize("address", ENVELOPE_ADDRESSES)
+def test_the_envelope_recipient_is_djangos_own(address):
+    from django.core.mail.message import sanitize_address
+
+    assert smtp._envelope_recipient(address, "utf-8") == sanitize_address(address, "utf-8")
+
+
+@pytest.mark.parametrize("address", ["a@" + "l" * 64 + ".example", "Name <a@example.com>", "a@b..example"])
+def test_an_address_that_is_not_plain_takes_djangos_path(address, monkeypatch):
+    seen = []
+    monkeypatch.setattr(smtp, "sanitize_address", lambda value, encoding: seen.append(value) or value)
+
+    smtp._envelope_recipient(address, "utf-8")
+
+    assert seen == [address]
