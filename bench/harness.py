@@ -339,7 +339,8 @@ def kit_ratios(
 # bench`'s time, and their rate is steady from the first item (no warm-up for
 # a shorter run to magnify), so the rate, and so the ratio, stays the same.
 QUICK_SLOW_SHARE = 0.3
-# And the slowest of all (a tenth of the kit's rate or less) this share.
+# And the slowest of all (a sixth of the kit's rate or less, where a
+# benchmark names them) this share.
 QUICK_SLOWEST_SHARE = 0.1
 
 

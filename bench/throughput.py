@@ -9,7 +9,9 @@ start as the job begins (kit-start-at-once, JOBS_START_RECORD_DELAY_MS=0),
 which is what deferring the start to the end statement saves (jobs/starts.py);
 and the kit with each worker child writing its own ends (kit-child-ends,
 JOBS_BATCHED_ENDS=false), which is what the main process's batches of ends
-save (jobs/end_batches.py).
+save (jobs/end_batches.py). Quick mode (make bench) runs the kit, bare
+Celery and the common default only: the others split the kit's cost into
+its parts, and no aim reads them.
 
 Per round, each variant in turn, the order rotated round by round
 (A/B/C/D, B/C/D/A, ...; bench.harness.rate_rounds), so load from whatever
