@@ -149,7 +149,6 @@ ENVELOPE_ADDRESSES = [
     "dots..twice@example.com",
     ".leading@example.com",
     "zoë@example.com",
-    "a@bücher.example",
     "a@" + "l" * 63 + ".example",
 ]
 
