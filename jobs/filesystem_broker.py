@@ -295,9 +295,14 @@ def orphans_requeue(claim_root: Path, queue_folder: Path, staging_folder: Path) 
     if not claim_root.is_dir():
         return 0
     mine = ClaimFolder.owned_paths(claim_root)
+    # Nor any folder named for this process: POSIX locks belong to the
+    # process, so its lockf on its own folder's lock succeeds, and it would
+    # take back its own claims and remove the folder under itself (seen in
+    # Flower: "Directory not empty" from an inspect call).
+    own_prefix = f"{socket.gethostname()}-{os.getpid()}-"
     requeued = 0
     for folder in claim_root.iterdir():
-        if folder.name.startswith(".") or folder in mine or not folder.is_dir():
+        if folder.name.startswith((".", own_prefix)) or folder in mine or not folder.is_dir():
             continue
         try:
             fd = os.open(folder / LOCK_NAME, os.O_RDWR)

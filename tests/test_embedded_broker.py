@@ -4,15 +4,17 @@ with several producers and consumers in separate processes, and the job of a
 worker killed mid-task delivered again. Real programs on SQLite and the
 filesystem broker in a fresh var directory, as a first run has them."""
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from jobs.filesystem_broker import message_name
+from jobs.filesystem_broker import LOCK_NAME, message_name, orphans_requeue
 from tests.embedded_stack import Up, admin_token, first_run_env, http, jobs_rows, sqlite_id
 from tests.helpers import REPO, free_port, wait_for
 
@@ -98,6 +100,28 @@ def test_message_names_sort_by_priority_then_age():
     # are clamped, as RabbitMQ clamps them to x-max-priority.
     assert sorted(names)[:3] == [names[1], names[3], names[5]]
     assert sorted(names)[-2:] == [names[0], names[4]]
+
+
+def test_an_orphan_check_leaves_the_claim_folders_named_for_its_own_process(tmp_path):
+    # Unlocked, as no other process would see it while this one lives: a
+    # lockf from this process on it would succeed all the same.
+    claim_root, queue, staging = tmp_path / "claimed", tmp_path / "queue", tmp_path / "staging"
+    queue.mkdir()
+    staging.mkdir()
+    own = claim_root / f"{socket.gethostname()}-{os.getpid()}-0123abcd"
+    own.mkdir(parents=True)
+    (own / LOCK_NAME).touch()
+    claimed = own / message_name("default", 0)
+    claimed.write_text(json.dumps({"properties": {"delivery_tag": "t"}, "body": ""}))
+    dead = claim_root / f"{socket.gethostname()}-{os.getpid() + 1}-4567cdef"
+    dead.mkdir()
+    (dead / LOCK_NAME).touch()
+    (dead / message_name("default", 0)).write_text(json.dumps({"properties": {"delivery_tag": "u"}, "body": ""}))
+
+    assert orphans_requeue(claim_root, queue, staging) == 1
+
+    assert claimed.exists() and (own / LOCK_NAME).exists()
+    assert not dead.exists() and len(list(queue.iterdir())) == 1
 
 
 def test_a_high_priority_job_overtakes_a_backlog_of_low_ones_on_the_embedded_default(first_run):
