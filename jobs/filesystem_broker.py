@@ -120,16 +120,16 @@ class ClaimFolder:
                 cls._mine[key] = cls._create(root)
             return cls._mine[key]
 
-    @classmethod
-    def owned_paths(cls, root: Path) -> set[Path]:
-        pid = os.getpid()
-        return {folder.path for (owner, base), folder in cls._mine.items() if owner == pid and base == root}
+    @staticmethod
+    def prefix_of_this_process() -> str:
+        """How the names of this process's claim folders begin."""
+        return f"{socket.gethostname()}-{os.getpid()}-"
 
     @classmethod
     def _create(cls, root: Path) -> "ClaimFolder":
         # Locked under a dotted name that orphan checks skip, then renamed:
         # no one ever sees the folder unlocked while its owner lives.
-        name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        name = f"{cls.prefix_of_this_process()}{uuid.uuid4().hex[:8]}"
         staging = root / f".{name}"
         staging.mkdir(parents=True)
         fd = os.open(staging / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
@@ -294,15 +294,15 @@ def orphans_requeue(claim_root: Path, queue_folder: Path, staging_folder: Path) 
     longer holds its claim folder's lock (it died); the number put back."""
     if not claim_root.is_dir():
         return 0
-    mine = ClaimFolder.owned_paths(claim_root)
-    # Nor any folder named for this process: POSIX locks belong to the
-    # process, so its lockf on its own folder's lock succeeds, and it would
-    # take back its own claims and remove the folder under itself (seen in
-    # Flower: "Directory not empty" from an inspect call).
-    own_prefix = f"{socket.gethostname()}-{os.getpid()}-"
+    # Never a folder named for this process, whether or not it is in
+    # ClaimFolder's registry: POSIX locks belong to the process, so its lockf
+    # on its own folder's lock succeeds, and it would take back its own
+    # claims and remove the folder under itself (seen in Flower: "Directory
+    # not empty" from an inspect call).
+    own_prefix = ClaimFolder.prefix_of_this_process()
     requeued = 0
     for folder in claim_root.iterdir():
-        if folder.name.startswith((".", own_prefix)) or folder in mine or not folder.is_dir():
+        if folder.name.startswith((".", own_prefix)) or not folder.is_dir():
             continue
         try:
             fd = os.open(folder / LOCK_NAME, os.O_RDWR)
